@@ -1,0 +1,202 @@
+//! The command line: parses arguments into an `ops` options struct, calls one
+//! `ops` function, and turns the result into an exit code (0 ok, 1 a stage
+//! failed, 2 a bad spec or usage). A binary supplies the stage registry:
+//! `seqpipe::cli::main(seqpipe_stages::registry())`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{exit_code, EXIT_OK};
+use crate::ops::{self, CacheOptions};
+use crate::run::RunOptions;
+use crate::stage::Registry;
+
+const EXAMPLES: &str = "\
+Examples:
+  seqpipe run pipelines/quickstart.toml                 run everything not cached
+  seqpipe run pipelines/quickstart.toml --set train_sasrec.lr=3e-4
+                                                        change one param for this run
+  seqpipe status pipelines/quickstart.toml              what would run, and why
+  seqpipe show pipelines/quickstart.toml                last run's results and artifacts
+  seqpipe stages                                        every stage kind and its params
+
+A pipeline is a TOML file of [stages.NAME] tables, each with a `kind`, its
+`params`, and `inputs` naming other stages' outputs as \"<stage>.<output>\".
+Every stage's result is cached under a key made of its kind, params, input
+contents and the pipeline seed: a rerun computes only what changed.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seqpipe",
+    version,
+    about = "Declarative, cached, resumable pipelines for sequential-recommendation experiments",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Cache root folder.
+    #[arg(long, global = true, env = "SEQPIPE_CACHE", default_value = "cache")]
+    cache: PathBuf,
+    /// Fail instead of waiting when another seqpipe process holds the cache.
+    #[arg(long, global = true)]
+    no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline: every stage whose key is not cached is computed.
+    Run(RunArgs),
+    /// Say, per stage, whether it is cached, and if not, why it would run.
+    Status(StatusArgs),
+    /// Show the last run of a pipeline: results, artifacts and their paths.
+    Show(ShowArgs),
+    /// Remove cached artifacts that no recorded run references.
+    Gc,
+    /// List every stage kind with its inputs, outputs and params.
+    Stages {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SpecArgs {
+    /// The pipeline spec (TOML).
+    spec: PathBuf,
+    /// Override a param for this invocation: STAGE.PARAM=VALUE (VALUE is TOML,
+    /// or a bare string). Repeatable.
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Stages to run at once (tensor stages still run one at a time).
+    #[arg(short, long, default_value_t = 2)]
+    jobs: usize,
+    /// Rerun this stage even if cached (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Run only this stage; its inputs must already be in the cache.
+    #[arg(long, value_name = "STAGE")]
+    only: Option<String>,
+    /// After a failure, go on with stages that do not depend on it.
+    #[arg(long)]
+    keep_going: bool,
+    /// No progress bars or summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// One JSON document: an object per stage with name, kind, state and reason.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    /// The pipeline spec (TOML).
+    spec: PathBuf,
+    /// Only this stage.
+    stage: Option<String>,
+    /// The run manifest with artifact paths, as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let cache = CacheOptions {
+        root: cli.cache.clone(),
+        wait: !cli.no_wait,
+    };
+    let result = dispatch(cli.command, cache, &registry);
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK as u8),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err) as u8)
+        }
+    }
+}
+
+fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyhow::Result<()> {
+    match command {
+        Command::Run(a) => {
+            let cmd = ops::run::RunCommand {
+                spec: a.spec.spec,
+                sets: a.spec.sets,
+                run: RunOptions {
+                    jobs: a.jobs,
+                    force: a.force.into_iter().collect::<BTreeSet<_>>(),
+                    only: a.only,
+                    keep_going: a.keep_going,
+                },
+                cache,
+                quiet: a.quiet,
+            };
+            ops::run::run(&cmd, registry).map(|_| ())
+        }
+        Command::Status(a) => {
+            let cmd = ops::status::StatusCommand {
+                spec: a.spec.spec,
+                sets: a.spec.sets,
+                cache,
+                json: a.json,
+            };
+            let statuses = ops::status::status(&cmd, registry)?;
+            ops::status::print(&statuses, cmd.json)
+        }
+        Command::Show(a) => ops::show::show(
+            &ops::show::ShowCommand {
+                spec: a.spec,
+                stage: a.stage,
+                cache,
+                json: a.json,
+            },
+            registry,
+        ),
+        Command::Gc => {
+            let r = ops::gc::gc(&cache)?;
+            println!(
+                "removed {} artifact(s), {:.1} MB; forgot {} index record(s)",
+                r.artifacts_removed,
+                r.bytes_freed as f64 / 1e6,
+                r.records_forgotten
+            );
+            Ok(())
+        }
+        Command::Stages { json } => ops::stages::stages(registry, json),
+    }
+}

@@ -1,0 +1,288 @@
+//! Resolves a [`Spec`] against the stage [`Registry`] into a checked DAG, the
+//! [`Plan`]. Everything that can be wrong with a pipeline before any data is
+//! touched is caught here, each error naming the file, line and key:
+//! unknown stage kinds, unknown or mistyped params, inputs that the kind does
+//! not take or that are missing, references to stages or outputs that do not
+//! exist, an output whose artifact type is not what the input expects, and
+//! cycles.
+//!
+//! The DAG is a `petgraph` graph (edges point from producer to consumer). We
+//! do not execute it with `dagrs`: its nodes pass type-erased values over
+//! async channels and every node is spawned up front, while seqpipe passes
+//! content-addressed artifacts, must decide hit/miss per node before running,
+//! and needs resource classes (one tensor stage per device at a time). A small
+//! dependency queue in [`crate::run`] does that in a few dozen lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::spec::{did_you_mean, Location, Spec, SpecError, StageSpec};
+use crate::stage::{Registry, Resource, Stage};
+
+/// A checked pipeline: stages with their kind resolved and params canonical.
+pub struct Plan {
+    pub spec: Spec,
+    pub stages: Vec<PlannedStage>,
+    /// Stage indices in dependency order (ties in file order).
+    pub order: Vec<usize>,
+}
+
+/// One stage, ready to key and run.
+pub struct PlannedStage {
+    pub name: String,
+    pub kind: Arc<dyn Stage>,
+    /// Canonical params (defaults filled in); part of the key.
+    pub params: serde_json::Value,
+    /// Input name → (producing stage index, output name).
+    pub inputs: BTreeMap<String, (usize, String)>,
+    pub resource: Resource,
+}
+
+impl Plan {
+    /// Index of the stage called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// Stage indices that `root` depends on, transitively, plus `root`.
+    pub fn upstream_of(&self, root: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![root];
+        while let Some(i) = todo.pop() {
+            if seen.insert(i) {
+                todo.extend(self.stages[i].inputs.values().map(|(up, _)| *up));
+            }
+        }
+        seen
+    }
+}
+
+fn error(location: &Location, key: String, message: String, help: Option<String>) -> SpecError {
+    SpecError {
+        location: location.clone(),
+        key,
+        message,
+        help,
+    }
+}
+
+/// Checks `spec` against `registry` and orders its stages.
+pub fn resolve(spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
+    if spec.stages.is_empty() {
+        return Err(error(
+            &spec.source.location(&(0..0)),
+            "stages".into(),
+            "the pipeline has no stages".into(),
+            Some("add at least one [stages.NAME] table with a `kind`".into()),
+        ));
+    }
+    let by_name: BTreeMap<&str, usize> = spec
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+
+    let mut stages = Vec::new();
+    for s in &spec.stages {
+        let kind = resolve_kind(s, registry)?;
+        let params = resolve_params(s, kind.as_ref())?;
+        stages.push(PlannedStage {
+            name: s.name.clone(),
+            resource: kind.info().resource,
+            kind,
+            params,
+            inputs: BTreeMap::new(),
+        });
+    }
+    for (i, s) in spec.stages.iter().enumerate() {
+        let inputs = resolve_inputs(s, &spec.stages, &stages, &by_name)?;
+        stages[i].inputs = inputs;
+    }
+    let order = order(&spec, &stages)?;
+    Ok(Plan {
+        spec,
+        stages,
+        order,
+    })
+}
+
+fn resolve_kind(s: &StageSpec, registry: &Registry) -> Result<Arc<dyn Stage>, SpecError> {
+    registry.get(&s.kind).cloned().ok_or_else(|| {
+        error(
+            &s.at.kind,
+            format!("stages.{}.kind", s.name),
+            format!("unknown stage kind `{}`", s.kind),
+            did_you_mean(&s.kind, registry.kind_names())
+                .or_else(|| Some("`seqpipe stages` lists every kind".into())),
+        )
+    })
+}
+
+fn resolve_params(s: &StageSpec, kind: &dyn Stage) -> Result<serde_json::Value, SpecError> {
+    let defaults = kind.defaults();
+    let known: Vec<&str> = defaults
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for (key, value) in &s.params {
+        let at = &s.at.params[key];
+        let dotted = format!("stages.{}.params.{key}", s.name);
+        if !known.contains(&key.as_str()) {
+            let help = did_you_mean(key, known.iter().copied()).or_else(|| {
+                Some(format!(
+                    "`{}` takes: {}",
+                    kind.info().kind,
+                    if known.is_empty() {
+                        "no params".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            });
+            return Err(error(
+                at,
+                dotted,
+                format!("unknown param `{key}` for kind `{}`", kind.info().kind),
+                help,
+            ));
+        }
+        kind.check_param(key, value)
+            .map_err(|m| error(at, dotted, m, None))?;
+    }
+    kind.canonical_params(&s.params).map_err(|m| {
+        error(
+            &s.at.kind,
+            format!("stages.{}.params", s.name),
+            m,
+            None,
+        )
+    })
+}
+
+fn resolve_inputs(
+    s: &StageSpec,
+    specs: &[StageSpec],
+    planned: &[PlannedStage],
+    by_name: &BTreeMap<&str, usize>,
+) -> Result<BTreeMap<String, (usize, String)>, SpecError> {
+    let info = planned[by_name[s.name.as_str()]].kind.info().clone();
+    let mut resolved = BTreeMap::new();
+    for (input, reference) in &s.inputs {
+        let at = &s.at.inputs[input];
+        let key = format!("stages.{}.inputs.{input}", s.name);
+        let wanted_type = match info.inputs.iter().find(|p| p.name == input) {
+            Some(port) => port.ty,
+            None => match info.extra_inputs {
+                Some(ty) => ty,
+                None => {
+                    let names = info.inputs.iter().map(|p| p.name);
+                    return Err(error(
+                        at,
+                        key,
+                        format!("kind `{}` has no input `{input}`", info.kind),
+                        did_you_mean(input, names),
+                    ));
+                }
+            },
+        };
+        let Some(&up) = by_name.get(reference.stage.as_str()) else {
+            return Err(error(
+                at,
+                key,
+                format!("there is no stage `{}` in this pipeline", reference.stage),
+                did_you_mean(&reference.stage, by_name.keys().copied()),
+            ));
+        };
+        let up_info = planned[up].kind.info();
+        let Some(port) = up_info.outputs.iter().find(|p| p.name == reference.output) else {
+            let names: Vec<&str> = up_info.outputs.iter().map(|p| p.name).collect();
+            return Err(error(
+                at,
+                key,
+                format!(
+                    "stage `{}` (kind `{}`) has no output `{}`",
+                    reference.stage, up_info.kind, reference.output
+                ),
+                did_you_mean(&reference.output, names.iter().copied())
+                    .or_else(|| Some(format!("its outputs are: {}", names.join(", ")))),
+            ));
+        };
+        if port.ty != wanted_type {
+            return Err(error(
+                at,
+                key,
+                format!(
+                    "`{reference}` is a `{}` artifact but input `{input}` of `{}` takes a `{wanted_type}`",
+                    port.ty, info.kind
+                ),
+                None,
+            ));
+        }
+        resolved.insert(input.clone(), (up, reference.output.clone()));
+    }
+    for port in &info.inputs {
+        if !s.inputs.contains_key(port.name) {
+            let at = &specs[by_name[s.name.as_str()]].at.kind;
+            return Err(error(
+                at,
+                format!("stages.{}.inputs", s.name),
+                format!(
+                    "kind `{}` needs input `{}` (a `{}` artifact)",
+                    info.kind, port.name, port.ty
+                ),
+                Some(format!("add inputs = {{ {} = \"<stage>.<output>\" }}", port.name)),
+            ));
+        }
+    }
+    Ok(resolved)
+}
+
+/// Dependency order, ties broken by file order; a cycle is an error naming
+/// every stage in it.
+fn order(spec: &Spec, stages: &[PlannedStage]) -> Result<Vec<usize>, SpecError> {
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..stages.len()).map(|i| graph.add_node(i)).collect();
+    for (i, s) in stages.iter().enumerate() {
+        for (up, _) in s.inputs.values() {
+            graph.add_edge(nodes[*up], nodes[i], ());
+        }
+    }
+    if toposort(&graph, None).is_err() {
+        let cycle = tarjan_scc(&graph)
+            .into_iter()
+            .find(|scc| scc.len() > 1 || graph.contains_edge(scc[0], scc[0]))
+            .unwrap_or_default();
+        let mut names: Vec<usize> = cycle.iter().map(|n| graph[*n]).collect();
+        names.sort();
+        let first = &spec.stages[names[0]];
+        let listed: Vec<&str> = names.iter().map(|i| stages[*i].name.as_str()).collect();
+        return Err(error(
+            &first.at.name,
+            format!("stages.{}.inputs", first.name),
+            format!("the stages form a cycle: {}", listed.join(" → ")),
+            Some("a stage cannot depend, directly or not, on its own outputs".into()),
+        ));
+    }
+    // Kahn's algorithm with the lowest file position first, for a stable order.
+    let mut waiting: Vec<usize> = stages.iter().map(|s| s.inputs.len()).collect();
+    let mut ready: BTreeSet<usize> = (0..stages.len()).filter(|i| waiting[*i] == 0).collect();
+    let mut order = Vec::with_capacity(stages.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for (j, s) in stages.iter().enumerate() {
+            for (up, _) in s.inputs.values() {
+                if *up == i {
+                    waiting[j] -= 1;
+                    if waiting[j] == 0 {
+                        ready.insert(j);
+                    }
+                }
+            }
+        }
+    }
+    Ok(order)
+}

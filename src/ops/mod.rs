@@ -1,0 +1,48 @@
+//! One function per command. Each takes an options struct filled by
+//! [`crate::cli`] and the stage registry, and does its work through the model
+//! modules (`spec`, `graph`, `cache`, `run`).
+
+pub mod gc;
+pub mod run;
+pub mod show;
+pub mod stages;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::graph::{self, Plan};
+use crate::spec::{self, Override};
+use crate::stage::Registry;
+
+/// Where the cache is and whether to wait for its lock.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub root: PathBuf,
+    pub wait: bool,
+}
+
+impl CacheOptions {
+    pub fn open(&self) -> anyhow::Result<Cache> {
+        Ok(Cache::open(&self.root, self.wait)?)
+    }
+}
+
+/// Reads the spec, applies `--set` flags and resolves the DAG.
+pub fn load_plan(path: &Path, sets: &[String], registry: &Registry) -> anyhow::Result<Plan> {
+    let overrides = sets
+        .iter()
+        .map(|s| Override::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = spec::load(path, &overrides)?;
+    Ok(graph::resolve(spec, registry)?)
+}
+
+/// Files named `summary.txt` in a stage's outputs are printed after a run and
+/// by `show`: a stage's way to tell the user its headline result.
+pub fn summaries(cache: &Cache, outputs: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    outputs
+        .values()
+        .filter_map(|id| std::fs::read_to_string(cache.store().path(id).join("summary.txt")).ok())
+        .collect()
+}

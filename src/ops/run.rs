@@ -1,0 +1,109 @@
+//! `seqpipe run`: execute a pipeline, print a summary, save the run manifest.
+
+use std::path::PathBuf;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use super::{load_plan, summaries, CacheOptions};
+use crate::progress::Progress;
+use crate::run::{self, Outcome, RunError, RunOptions, RunReport};
+use crate::stage::Registry;
+
+/// Options of `seqpipe run`.
+#[derive(Debug, Clone)]
+pub struct RunCommand {
+    pub spec: PathBuf,
+    pub sets: Vec<String>,
+    pub run: RunOptions,
+    pub cache: CacheOptions,
+    pub quiet: bool,
+}
+
+/// Runs the pipeline; `Err` if the spec is bad or any stage failed.
+pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
+    let plan = load_plan(&cmd.spec, &cmd.sets, registry)?;
+    let cache = cmd.cache.open()?;
+    let progress = if cmd.quiet {
+        Progress::hidden()
+    } else {
+        Progress::new()
+    };
+    let started_at = now_unix();
+    let report = run::execute(&plan, &cache, &cmd.run, &progress)?;
+    let run_id = format!("{started_at}-{}", std::process::id());
+    let ran_tensor_stage = report.stages.iter().any(|s| s.outcome == Outcome::Ran);
+    let manifest = serde_json::json!({
+        "pipeline": plan.spec.name,
+        "spec": cmd.spec.display().to_string(),
+        "run_id": run_id,
+        "started_at": started_at,
+        "seconds": report.seconds,
+        "seed": plan.spec.seed,
+        "device": plan.spec.device,
+        "seqpipe": { "version": crate::VERSION, "git_revision": crate::GIT_REVISION },
+        "environment": if ran_tensor_stage { registry.environment(&plan.spec.device) } else { Default::default() },
+        "overrides": cmd.sets,
+        "stages": report.stages,
+    });
+    let manifest_path = cache.save_run(&plan.spec.name, &run_id, &manifest)?;
+
+    if !cmd.quiet {
+        println!("{}", summary_table(&report));
+        for stage in &report.stages {
+            for text in summaries(&cache, &stage.outputs) {
+                println!("\n{}", text.trim_end());
+            }
+        }
+        println!("\nrun manifest: {}", manifest_path.display());
+    }
+    let failed = report.failed();
+    if !failed.is_empty() {
+        for s in &failed {
+            eprintln!(
+                "error: stage `{}` ({}) failed: {}",
+                s.name,
+                s.kind,
+                s.error.as_deref().unwrap_or("?")
+            );
+        }
+        return Err(RunError::StagesFailed {
+            count: failed.len(),
+            stages: failed
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into());
+    }
+    Ok(report)
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The end-of-run table: stage, kind, cached or ran, time.
+pub fn summary_table(report: &RunReport) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["stage", "kind", "result", "time", "key"]);
+    for s in &report.stages {
+        let result = match s.outcome {
+            Outcome::Cached => "cached".to_string(),
+            Outcome::Ran => "ran".to_string(),
+            Outcome::Failed => "FAILED".to_string(),
+            Outcome::Skipped => "skipped".to_string(),
+        };
+        let time = match s.outcome {
+            Outcome::Ran | Outcome::Failed => format!("{:.2}s", s.seconds),
+            _ => "-".to_string(),
+        };
+        let key = s.key.as_deref().map(|k| &k[..12]).unwrap_or("-");
+        table.add_row([s.name.as_str(), s.kind.as_str(), &result, &time, key]);
+    }
+    table
+}

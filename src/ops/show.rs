@@ -1,0 +1,89 @@
+//! `seqpipe show`: the last run of a pipeline — each stage's result, its
+//! artifacts and where they are on disk, and the stages' summaries.
+
+use std::path::PathBuf;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use super::{load_plan, summaries, CacheOptions};
+use crate::stage::Registry;
+
+/// Options of `seqpipe show`.
+#[derive(Debug, Clone)]
+pub struct ShowCommand {
+    pub spec: PathBuf,
+    pub stage: Option<String>,
+    pub cache: CacheOptions,
+    pub json: bool,
+}
+
+/// Prints the last run's results.
+pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
+    let plan = load_plan(&cmd.spec, &[], registry)?;
+    let cache = cmd.cache.open()?;
+    let Some(mut manifest) = cache.latest_run(&plan.spec.name)? else {
+        anyhow::bail!(
+            "pipeline `{}` has no recorded run in {}; run `seqpipe run {}` first",
+            plan.spec.name,
+            cache.root().display(),
+            cmd.spec.display()
+        );
+    };
+    if let Some(stage) = &cmd.stage {
+        if plan.index_of(stage).is_none() {
+            return Err(crate::run::RunError::UnknownStage(stage.clone()).into());
+        }
+    }
+    // Add where each artifact lives, so scripts need not know the layout.
+    let mut rows = Vec::new();
+    for stage in manifest["stages"].as_array_mut().into_iter().flatten() {
+        let name = stage["name"].as_str().unwrap_or("").to_string();
+        if cmd.stage.as_ref().is_some_and(|s| *s != name) {
+            continue;
+        }
+        let mut artifacts = serde_json::Map::new();
+        for (output, id) in stage["outputs"].as_object().cloned().unwrap_or_default() {
+            let id = id.as_str().unwrap_or("").to_string();
+            let path = cache.store().path(&id);
+            artifacts.insert(
+                output.clone(),
+                serde_json::json!({ "hash": id, "path": path.display().to_string() }),
+            );
+            rows.push((name.clone(), output, path));
+        }
+        stage["artifacts"] = serde_json::Value::Object(artifacts);
+    }
+    if cmd.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    println!(
+        "pipeline `{}`, run {} ({} stages)",
+        plan.spec.name,
+        manifest["run_id"].as_str().unwrap_or("?"),
+        manifest["stages"].as_array().map_or(0, Vec::len)
+    );
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["stage", "output", "path"]);
+    for (stage, output, path) in &rows {
+        table.add_row([stage.as_str(), output.as_str(), &path.display().to_string()]);
+    }
+    println!("{table}");
+    for stage in manifest["stages"].as_array().into_iter().flatten() {
+        let name = stage["name"].as_str().unwrap_or("");
+        if cmd.stage.as_ref().is_some_and(|s| s != name) {
+            continue;
+        }
+        let outputs = stage["outputs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect();
+        for text in summaries(&cache, &outputs) {
+            println!("\n{}", text.trim_end());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! `seqpipe stages`: the catalogue of stage kinds — inputs, outputs, params
+//! with their defaults and meaning.
+
+use crate::stage::Registry;
+
+/// Prints the catalogue as text or JSON.
+pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
+    if json {
+        let kinds: Vec<serde_json::Value> = registry
+            .kinds()
+            .map(|k| {
+                let mut v = serde_json::to_value(k.info()).unwrap_or_default();
+                v["defaults"] = k.defaults();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&kinds)?);
+        return Ok(());
+    }
+    for kind in registry.kinds() {
+        let info = kind.info();
+        let defaults = kind.defaults();
+        println!("{} (version {}, {:?})", info.kind, info.version, info.resource);
+        println!("  {}", info.summary);
+        if !info.inputs.is_empty() || info.extra_inputs.is_some() {
+            println!("  inputs:");
+            for p in &info.inputs {
+                println!("    {:<12} {:<9} {}", p.name, p.ty, p.doc);
+            }
+            if let Some(ty) = info.extra_inputs {
+                println!("    {:<12} {:<9} any number of further inputs, named as you like", "<any>", ty);
+            }
+        }
+        println!("  outputs:");
+        for p in &info.outputs {
+            println!("    {:<12} {:<9} {}", p.name, p.ty, p.doc);
+        }
+        if !info.params.is_empty() {
+            println!("  params (default):");
+            for p in &info.params {
+                let default = defaults.get(p.name).map(|v| v.to_string()).unwrap_or_default();
+                println!("    {:<14} = {:<10} {}", p.name, default, p.doc);
+            }
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! Pipeline specs: the TOML a user writes, as typed values that remember where
+//! in the file each one came from.
+//!
+//! Parsing happens in two steps, like cargo's schema/manifest split:
+//! [`RawSpec`] is what serde reads (every value wrapped in [`toml::Spanned`]),
+//! [`Spec`] is the checked result that the rest of the engine uses. `--set`
+//! overrides are applied in between, so they are checked exactly like values
+//! written in the file. Stage kinds, params and input references are checked
+//! against the stage registry later, in [`crate::graph`]; this module only
+//! knows the shape of a pipeline file.
+//!
+//! ```toml
+//! [pipeline]
+//! name = "quickstart"
+//! seed = 42
+//! device = "auto"
+//!
+//! [stages.train]
+//! kind = "train"
+//! inputs = { data = "sequences.data" }   # <stage>.<output>
+//! params = { model = "sasrec", lr = 1e-3 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A spec error: where it is (file:line:col or a `--set` flag), which key,
+/// what is wrong, and a hint when one is known (did-you-mean).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct SpecError {
+    pub location: Location,
+    pub key: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.location)?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A position in a spec file (1-based line and column).
+    File {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+    },
+    /// A `--set KEY=VALUE` flag on the command line.
+    Flag(String),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File { path, line, col } => write!(f, "{}:{line}:{col}", path.display()),
+            Location::Flag(flag) => write!(f, "--set {flag}"),
+        }
+    }
+}
+
+/// The source text of a spec, to turn byte spans into locations.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    /// The 1-based line and column of a byte offset.
+    pub fn location(&self, span: &Range<usize>) -> Location {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(start, |nl| start - nl - 1) + 1;
+        Location::File {
+            path: self.path.clone(),
+            line,
+            col,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What serde reads.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    pipeline: Spanned<RawPipeline>,
+    #[serde(default)]
+    stages: BTreeMap<Spanned<String>, Spanned<RawStage>>,
+    #[serde(default)]
+    sweep: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    seed: Option<Spanned<i64>>,
+    #[serde(default)]
+    device: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    kind: Spanned<String>,
+    #[serde(default)]
+    inputs: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+// ---------------------------------------------------------------------------
+// The checked spec.
+
+/// A checked pipeline spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub source: Source,
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`; resolved by the stage library.
+    pub device: String,
+    /// Stages in the order they appear in the file.
+    pub stages: Vec<StageSpec>,
+}
+
+/// One `[stages.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    pub name: String,
+    pub kind: String,
+    pub inputs: BTreeMap<String, InputRef>,
+    pub params: BTreeMap<String, toml::Value>,
+    /// Where each part was written, for error messages.
+    pub at: StageLocations,
+}
+
+/// Locations of a stage's parts.
+#[derive(Debug, Clone)]
+pub struct StageLocations {
+    pub name: Location,
+    pub kind: Location,
+    pub inputs: BTreeMap<String, Location>,
+    pub params: BTreeMap<String, Location>,
+}
+
+/// An input reference `<stage>.<output>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InputRef {
+    pub stage: String,
+    pub output: String,
+}
+
+impl fmt::Display for InputRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.stage, self.output)
+    }
+}
+
+/// A `--set STAGE.PARAM=VALUE` override.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub stage: String,
+    pub param: String,
+    pub value: toml::Value,
+    pub flag: String,
+}
+
+impl Override {
+    /// Parses `STAGE.PARAM=VALUE`. The value is read as a TOML value
+    /// (`3e-4`, `true`, `[5, 10]`, `"x"`); anything that is not valid TOML is
+    /// taken as a bare string, so `--set train.model=sasrec` works.
+    pub fn parse(flag: &str) -> Result<Override, SpecError> {
+        let err = |message: &str| SpecError {
+            location: Location::Flag(flag.to_string()),
+            key: String::new(),
+            message: message.to_string(),
+            help: Some("write --set STAGE.PARAM=VALUE, e.g. --set train.lr=3e-4".into()),
+        };
+        let (path, raw) = flag.split_once('=').ok_or_else(|| err("missing `=`"))?;
+        let (stage, param) = path
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| err("the key must be STAGE.PARAM"))?;
+        let param = param.strip_prefix("params.").unwrap_or(param);
+        if stage.is_empty() || param.is_empty() {
+            return Err(err("the key must be STAGE.PARAM"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        Ok(Override {
+            stage: stage.to_string(),
+            param: param.to_string(),
+            value,
+            flag: flag.to_string(),
+        })
+    }
+}
+
+/// Reads and checks a spec file, applying `overrides` on top of it.
+pub fn load(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        location: Location::File {
+            path: path.to_path_buf(),
+            line: 1,
+            col: 1,
+        },
+        key: String::new(),
+        message: format!("cannot read the spec: {e}"),
+        help: None,
+    })?;
+    parse(
+        Source {
+            path: path.to_path_buf(),
+            text,
+        },
+        overrides,
+    )
+}
+
+/// Parses and checks spec text.
+pub fn parse(source: Source, overrides: &[Override]) -> Result<Spec, SpecError> {
+    let raw: RawSpec = toml::from_str(&source.text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        SpecError {
+            location: source.location(&span),
+            key: key_at(&source.text, &span),
+            message: e.message().trim().to_string(),
+            help: None,
+        }
+    })?;
+    check(raw, source, overrides)
+}
+
+/// The dotted key a span points into, best effort, for TOML syntax errors.
+fn key_at(text: &str, span: &Range<usize>) -> String {
+    let line_start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    line.split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, SpecError> {
+    if let Some(sweep) = &raw.sweep {
+        return Err(SpecError {
+            location: source.location(&sweep.span()),
+            key: "sweep".into(),
+            message: "sweeps are not supported by this version of seqpipe yet".into(),
+            help: Some("remove the [sweep] table and use --set to try one value at a time".into()),
+        });
+    }
+    let pipeline = raw.pipeline.into_inner();
+    let name = pipeline.name.get_ref().trim().to_string();
+    if name.is_empty() || !name.chars().all(is_name_char) {
+        return Err(SpecError {
+            location: source.location(&pipeline.name.span()),
+            key: "pipeline.name".into(),
+            message: format!("`{name}` is not a valid name (letters, digits, `_` and `-`)"),
+            help: None,
+        });
+    }
+    let seed = match &pipeline.seed {
+        None => 0,
+        Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
+        Some(s) => {
+            return Err(SpecError {
+                location: source.location(&s.span()),
+                key: "pipeline.seed".into(),
+                message: "the seed must be zero or positive".into(),
+                help: None,
+            })
+        }
+    };
+    let device = match &pipeline.device {
+        None => "auto".to_string(),
+        Some(d) => check_device(d, &source)?,
+    };
+
+    let mut stages = Vec::new();
+    for (name, stage) in raw.stages {
+        let span = name.span();
+        stages.push((span.start, check_stage(name, stage, &source)?));
+    }
+    stages.sort_by_key(|(start, _)| *start);
+    let mut stages: Vec<StageSpec> = stages.into_iter().map(|(_, s)| s).collect();
+    apply_overrides(&mut stages, overrides)?;
+
+    Ok(Spec {
+        source,
+        name,
+        description: pipeline.description,
+        seed,
+        device,
+        stages,
+    })
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+fn check_device(d: &Spanned<String>, source: &Source) -> Result<String, SpecError> {
+    let v = d.get_ref().trim();
+    let ok = matches!(v, "auto" | "cpu" | "cuda")
+        || v.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(SpecError {
+            location: source.location(&d.span()),
+            key: "pipeline.device".into(),
+            message: format!("unknown device `{v}`"),
+            help: Some("use one of auto, cpu, cuda, cuda:N".into()),
+        })
+    }
+}
+
+fn check_stage(
+    name: Spanned<String>,
+    stage: Spanned<RawStage>,
+    source: &Source,
+) -> Result<StageSpec, SpecError> {
+    let name_loc = source.location(&name.span());
+    let name = name.into_inner();
+    if !name.chars().all(is_name_char) {
+        return Err(SpecError {
+            location: name_loc,
+            key: format!("stages.{name}"),
+            message: format!("`{name}` is not a valid stage name (letters, digits, `_` and `-`)"),
+            help: None,
+        });
+    }
+    let stage = stage.into_inner();
+    let mut inputs = BTreeMap::new();
+    let mut input_locs = BTreeMap::new();
+    for (input, reference) in stage.inputs {
+        let loc = source.location(&reference.span());
+        let key = format!("stages.{name}.inputs.{}", input.get_ref());
+        let parsed = parse_input_ref(reference.get_ref()).ok_or_else(|| SpecError {
+            location: loc.clone(),
+            key,
+            message: format!(
+                "`{}` is not an input reference: write `<stage>.<output>`",
+                reference.get_ref()
+            ),
+            help: Some("e.g. inputs = { data = \"sequences.data\" }".into()),
+        })?;
+        input_locs.insert(input.get_ref().clone(), loc);
+        inputs.insert(input.into_inner(), parsed);
+    }
+    let mut params = BTreeMap::new();
+    let mut param_locs = BTreeMap::new();
+    for (key, value) in stage.params {
+        param_locs.insert(key.get_ref().clone(), source.location(&key.span()));
+        params.insert(key.into_inner(), value.into_inner());
+    }
+    Ok(StageSpec {
+        kind: stage.kind.get_ref().trim().to_string(),
+        at: StageLocations {
+            name: name_loc,
+            kind: source.location(&stage.kind.span()),
+            inputs: input_locs,
+            params: param_locs,
+        },
+        name,
+        inputs,
+        params,
+    })
+}
+
+fn parse_input_ref(text: &str) -> Option<InputRef> {
+    let (stage, output) = text.trim().split_once('.')?;
+    let valid = |s: &str| !s.is_empty() && s.chars().all(is_name_char);
+    (valid(stage) && valid(output)).then(|| InputRef {
+        stage: stage.to_string(),
+        output: output.to_string(),
+    })
+}
+
+fn apply_overrides(stages: &mut [StageSpec], overrides: &[Override]) -> Result<(), SpecError> {
+    for o in overrides {
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        let help = did_you_mean(&o.stage, names.iter().copied());
+        let Some(stage) = stages.iter_mut().find(|s| s.name == o.stage) else {
+            return Err(SpecError {
+                location: Location::Flag(o.flag.clone()),
+                key: o.stage.clone(),
+                message: format!("there is no stage `{}` in this pipeline", o.stage),
+                help,
+            });
+        };
+        stage.params.insert(o.param.clone(), o.value.clone());
+        stage
+            .at
+            .params
+            .insert(o.param.clone(), Location::Flag(o.flag.clone()));
+    }
+    Ok(())
+}
+
+/// `did you mean `x`?` for the closest candidate, when one is close enough.
+pub fn did_you_mean<'a>(
+    wrong: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(wrong, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source {
+        Source {
+            path: "p.toml".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn locations_are_one_based() {
+        let s = src("ab\ncde\n");
+        let Location::File { line, col, .. } = s.location(&(4..5)) else {
+            panic!()
+        };
+        assert_eq!((line, col), (2, 2));
+    }
+
+    #[test]
+    fn overrides_parse_toml_values_and_bare_strings() {
+        let o = Override::parse("train.lr=3e-4").unwrap();
+        assert_eq!(o.value, toml::Value::Float(3e-4));
+        let o = Override::parse("train.model=sasrec").unwrap();
+        assert_eq!(o.value, toml::Value::String("sasrec".into()));
+        let o = Override::parse("eval.params.k=[5, 10]").unwrap();
+        assert_eq!(o.param, "k");
+        assert!(Override::parse("nodot=1").is_err());
+    }
+
+    #[test]
+    fn stages_keep_file_order() {
+        let spec = parse(
+            src("[pipeline]\nname='p'\n[stages.b]\nkind='x'\n[stages.a]\nkind='y'\n"),
+            &[],
+        )
+        .unwrap();
+        let names: Vec<_> = spec.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+    }
+}

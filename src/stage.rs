@@ -1,0 +1,227 @@
+//! The contract between the engine and a stage kind.
+//!
+//! A stage kind is a plain function of (params, input artifacts) → output
+//! artifacts behind the [`Stage`] trait. It never touches the cache: the
+//! engine hands it read-only input folders and empty output folders through a
+//! [`StageContext`], and publishes what it wrote once it returns `Ok`.
+//! Most kinds implement the typed [`TypedStage`] instead and are registered
+//! with [`Registry::register`], which derives param checking, defaults and
+//! canonical params (the part of the key that a user controls) from a serde
+//! `Params` struct.
+//!
+//! Artifact types are names chosen by the stage library (`table`, `model`,
+//! `metrics`…); the engine only checks that an output and the input consuming
+//! it agree on the name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::progress::Progress;
+
+/// An input or output port of a stage kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct Port {
+    pub name: &'static str,
+    /// Artifact type name, e.g. `table` or `model`.
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub doc: &'static str,
+}
+
+/// A documented parameter; its default comes from the kind's `Params::default()`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamDoc {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+/// Which executor slot a stage needs: tensor stages are serialised per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    Cpu,
+    Tensor,
+}
+
+/// The catalogue entry of a stage kind (`seqpipe stages` prints these).
+#[derive(Debug, Clone, Serialize)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    /// Bump when the outputs for the same inputs and params would change; it
+    /// is part of every key, so old cache entries are not reused.
+    pub version: u32,
+    pub summary: &'static str,
+    pub inputs: Vec<Port>,
+    /// When set, the kind also accepts any number of extra inputs of this
+    /// artifact type, under names the user chooses (e.g. `report`).
+    pub extra_inputs: Option<&'static str>,
+    pub outputs: Vec<Port>,
+    pub params: Vec<ParamDoc>,
+    pub resource: Resource,
+}
+
+/// A stage kind, object-safe. Implement [`TypedStage`] instead where you can.
+pub trait Stage: Send + Sync {
+    fn info(&self) -> &KindInfo;
+    /// Every param with its default value, as JSON.
+    fn defaults(&self) -> serde_json::Value;
+    /// Checks one param alone; `Err` says what is wrong with it.
+    fn check_param(&self, key: &str, value: &toml::Value) -> Result<(), String>;
+    /// Checks all params together and returns them canonical: defaults
+    /// filled in, keys sorted. This JSON is what enters the key.
+    fn canonical_params(
+        &self,
+        params: &BTreeMap<String, toml::Value>,
+    ) -> Result<serde_json::Value, String>;
+    fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()>;
+}
+
+/// A stage kind with typed params. `Params` must use `#[serde(default,
+/// deny_unknown_fields)]` so that every key is optional and typos are errors.
+pub trait TypedStage: Send + Sync + 'static {
+    type Params: Serialize + DeserializeOwned + Default;
+    fn info(&self) -> KindInfo;
+    /// The params as they enter the key. Override to leave out params that
+    /// do not affect the outputs in this configuration (e.g. a learning rate
+    /// when the model has nothing to train), so changing them reruns nothing.
+    fn canonical(&self, params: &Self::Params) -> serde_json::Value {
+        serde_json::to_value(params).unwrap_or_default()
+    }
+    fn run(&self, params: Self::Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()>;
+}
+
+struct Typed<T: TypedStage> {
+    stage: T,
+    info: KindInfo,
+}
+
+fn to_params<P: DeserializeOwned>(params: &BTreeMap<String, toml::Value>) -> Result<P, String> {
+    let table: toml::Table = params.clone().into_iter().collect();
+    toml::Value::Table(table)
+        .try_into::<P>()
+        .map_err(|e| e.to_string().trim().to_string())
+}
+
+impl<T: TypedStage> Stage for Typed<T> {
+    fn info(&self) -> &KindInfo {
+        &self.info
+    }
+
+    fn defaults(&self) -> serde_json::Value {
+        serde_json::to_value(T::Params::default()).unwrap_or_default()
+    }
+
+    fn check_param(&self, key: &str, value: &toml::Value) -> Result<(), String> {
+        let one = BTreeMap::from([(key.to_string(), value.clone())]);
+        to_params::<T::Params>(&one).map(|_| ())
+    }
+
+    fn canonical_params(
+        &self,
+        params: &BTreeMap<String, toml::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let typed: T::Params = to_params(params)?;
+        Ok(self.stage.canonical(&typed))
+    }
+
+    fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        let params: T::Params = serde_json::from_value(ctx.params.clone())?;
+        self.stage.run(params, ctx)
+    }
+}
+
+/// Facts about the runtime a stage library wants in every run manifest
+/// (e.g. the LibTorch version and the device), gathered lazily.
+pub type EnvironmentProbe = fn(device: &str) -> BTreeMap<String, String>;
+
+/// The stage kinds a binary offers, by kind name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn Stage>>,
+    probe: Option<EnvironmentProbe>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a typed stage kind.
+    pub fn register<T: TypedStage>(&mut self, stage: T) -> &mut Self {
+        let info = stage.info();
+        self.register_dyn(Arc::new(Typed { stage, info }))
+    }
+
+    /// Adds an object-safe stage kind.
+    pub fn register_dyn(&mut self, stage: Arc<dyn Stage>) -> &mut Self {
+        self.kinds.insert(stage.info().kind, stage);
+        self
+    }
+
+    /// Sets the function that describes the runtime in run manifests.
+    pub fn set_environment_probe(&mut self, probe: EnvironmentProbe) -> &mut Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    pub fn environment(&self, device: &str) -> BTreeMap<String, String> {
+        self.probe.map(|p| p(device)).unwrap_or_default()
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Stage>> {
+        self.kinds.get(kind)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn Stage>> {
+        self.kinds.values()
+    }
+
+    pub fn kind_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}
+
+/// What a running stage sees: its params, its inputs (read-only folders), the
+/// empty folders to write its outputs into, a checkpoint folder that survives
+/// a killed run, and a progress reporter.
+pub struct StageContext<'a> {
+    pub stage: &'a str,
+    /// Canonical params (defaults filled in).
+    pub params: serde_json::Value,
+    pub seed: u64,
+    /// The pipeline's device request: `auto`, `cpu`, `cuda`, `cuda:N`.
+    pub device: &'a str,
+    pub inputs: BTreeMap<String, PathBuf>,
+    pub outputs: BTreeMap<String, PathBuf>,
+    /// Kept between attempts with the same key; removed once the stage succeeds.
+    pub checkpoint_dir: PathBuf,
+    pub progress: &'a Progress,
+    /// Facts the stage wants recorded in the run manifest (e.g. the device it
+    /// actually ran on).
+    pub notes: BTreeMap<String, String>,
+}
+
+impl StageContext<'_> {
+    /// The folder of input `name`.
+    pub fn input(&self, name: &str) -> anyhow::Result<&Path> {
+        self.inputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
+            anyhow::anyhow!("stage `{}` has no input named `{name}`", self.stage)
+        })
+    }
+
+    /// The (empty) folder to write output `name` into.
+    pub fn output(&self, name: &str) -> anyhow::Result<&Path> {
+        self.outputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
+            anyhow::anyhow!("stage `{}` has no output named `{name}`", self.stage)
+        })
+    }
+
+    /// Records a fact in the run manifest.
+    pub fn note(&mut self, key: &str, value: impl ToString) {
+        self.notes.insert(key.to_string(), value.to_string());
+    }
+}

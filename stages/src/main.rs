@@ -1,0 +1,1 @@
+fn main() -> std::process::ExitCode { seqpipe::cli::main(seqpipe_stages::registry()) }

@@ -1,0 +1,250 @@
+//! AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019)
+//! written out on tensors.
+//!
+//! tch's built-in optimisers keep their state inside LibTorch where it cannot
+//! be saved or restored, which breaks resumable training. This one keeps the
+//! first and second moments and the step count as plain tensors, exposes them
+//! through [`AdamW::state_tensors`] / [`AdamW::load_state`], and follows
+//! `torch.optim.AdamW` (decoupled decay `p *= 1 - lr * wd`, bias-corrected
+//! moments, `eps` added after the bias correction of `sqrt(v)`).
+//!
+//! Weight decay applies only to parameters with two or more dimensions
+//! (matrices and embedding tables); biases and LayerNorm gains are not decayed.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Hyper-parameters of [`AdamW`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled weight decay (applied to parameters with `dim() >= 2`).
+    pub weight_decay: f64,
+    /// Clip the global L2 norm of all gradients to this value before each
+    /// step; `<= 0` disables clipping.
+    pub clip_norm: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            clip_norm: 0.0,
+        }
+    }
+}
+
+struct Param {
+    name: String,
+    tensor: Tensor,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// AdamW over a fixed, named list of parameters.
+pub struct AdamW {
+    cfg: AdamWConfig,
+    params: Vec<Param>,
+    step: i64,
+}
+
+impl AdamW {
+    /// Optimises `params` (name, tensor); the tensors must require grad. The
+    /// names key the saved state, so they must be stable across runs.
+    pub fn new(params: Vec<(String, Tensor)>, cfg: AdamWConfig) -> AdamW {
+        let params = params
+            .into_iter()
+            .map(|(name, tensor)| {
+                let m = tensor.zeros_like();
+                let v = tensor.zeros_like();
+                let decay = tensor.dim() >= 2;
+                Param {
+                    name,
+                    tensor,
+                    m,
+                    v,
+                    decay,
+                }
+            })
+            .collect();
+        AdamW {
+            cfg,
+            params,
+            step: 0,
+        }
+    }
+
+    /// Optimises every trainable variable of `vs`, in name order.
+    pub fn from_var_store(vs: &tch::nn::VarStore, cfg: AdamWConfig) -> AdamW {
+        let mut named: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        AdamW::new(named, cfg)
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+
+    /// Changes the learning rate (for schedules); takes effect at the next step.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    /// Number of steps taken so far (restored by [`AdamW::load_state`]).
+    pub fn step_count(&self) -> i64 {
+        self.step
+    }
+
+    /// Zeroes the gradients of all parameters.
+    pub fn zero_grad(&mut self) {
+        for p in &self.params {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                tch::no_grad(|| {
+                    let _ = g.zero_();
+                });
+            }
+        }
+    }
+
+    /// Scales all gradients so that their global L2 norm is at most
+    /// `max_norm`. Returns the norm before clipping as a 0-dim f32 tensor on
+    /// the parameters' device (no host synchronisation).
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Tensor {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|p| p.tensor.grad())
+                .filter(|g| g.defined())
+                .collect();
+            if grads.is_empty() {
+                return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+            }
+            let norms: Vec<Tensor> = grads
+                .iter()
+                .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+                .collect();
+            let total = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt();
+            let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
+            for mut g in grads {
+                let c = coef.to_kind(g.kind());
+                let _ = g.g_mul_(&c);
+            }
+            total
+        })
+    }
+
+    /// One AdamW update from the current gradients (clipping first when
+    /// `clip_norm > 0`). Parameters without a gradient are left untouched.
+    pub fn step(&mut self) {
+        if self.cfg.clip_norm > 0.0 {
+            let _ = self.clip_grad_norm(self.cfg.clip_norm);
+        }
+        self.step += 1;
+        let AdamWConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            ..
+        } = self.cfg;
+        let t = self.step as i32;
+        let bias1 = 1.0 - beta1.powi(t);
+        let bias2 = 1.0 - beta2.powi(t);
+        let step_size = lr / bias1;
+        let bias2_sqrt = bias2.sqrt();
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let g = p.tensor.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut w = p.tensor.shallow_clone();
+                if p.decay && weight_decay != 0.0 {
+                    let _ = w.g_mul_scalar_(1.0 - lr * weight_decay);
+                }
+                // m = beta1 * m + (1 - beta1) * g
+                let _ = p.m.lerp_(&g, 1.0 - beta1);
+                // v = beta2 * v + (1 - beta2) * g^2
+                let _ = p.v.g_mul_scalar_(beta2);
+                let _ = p.v.addcmul_(&g, &(&g * (1.0 - beta2)));
+                let denom = p.v.sqrt().g_div_scalar(bias2_sqrt).g_add_scalar(eps);
+                let _ = w.addcdiv_(&(&p.m * (-step_size)), &denom);
+            }
+        });
+    }
+
+    /// Zeroes gradients, back-propagates `loss`, and steps.
+    pub fn backward_step(&mut self, loss: &Tensor) {
+        self.zero_grad();
+        loss.backward();
+        self.step();
+    }
+
+    /// The optimiser state: `step` (0-dim int64), `m.<param>` and `v.<param>`
+    /// for every parameter. The tensors are shallow copies of the live state;
+    /// write them out before the next step.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(1 + 2 * self.params.len());
+        out.push((
+            "step".to_string(),
+            Tensor::scalar_tensor(self.step, (Kind::Int64, tch::Device::Cpu)),
+        ));
+        for p in &self.params {
+            out.push((format!("m.{}", p.name), p.m.shallow_clone()));
+            out.push((format!("v.{}", p.name), p.v.shallow_clone()));
+        }
+        out
+    }
+
+    /// Restores state written by [`AdamW::state_tensors`] (from any device;
+    /// values are copied onto the parameters' device). Every parameter's
+    /// moments must be present with matching shapes; unknown names are an
+    /// error too, as they mean the parameter lists differ.
+    pub fn load_state(&mut self, named: Vec<(String, Tensor)>) -> anyhow::Result<()> {
+        let mut map: std::collections::HashMap<String, Tensor> = named.into_iter().collect();
+        let step = map
+            .remove("step")
+            .ok_or_else(|| anyhow::anyhow!("optimizer state lacks `step`"))?;
+        anyhow::ensure!(step.numel() == 1, "optimizer `step` must be a scalar");
+        let step = step.int64_value(&[]);
+        for p in &mut self.params {
+            for (prefix, dst) in [("m", &mut p.m), ("v", &mut p.v)] {
+                let key = format!("{prefix}.{}", p.name);
+                let src = map
+                    .remove(&key)
+                    .ok_or_else(|| anyhow::anyhow!("optimizer state lacks `{key}`"))?;
+                anyhow::ensure!(
+                    src.size() == dst.size(),
+                    "optimizer state `{key}` has shape {:?}, expected {:?}",
+                    src.size(),
+                    dst.size()
+                );
+                tch::no_grad(|| dst.f_copy_(&src))?;
+            }
+        }
+        if let Some(extra) = map.keys().next() {
+            anyhow::bail!("optimizer state has unknown tensor `{extra}`");
+        }
+        self.step = step;
+        Ok(())
+    }
+}

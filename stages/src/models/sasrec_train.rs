@@ -1,0 +1,514 @@
+//! Resumable, deterministic training of [`SasRec`] with full-softmax
+//! cross-entropy, plus saving and loading of trained models.
+//!
+//! Determinism: an epoch's result depends only on the state at its start.
+//! The batch order of epoch `e` is a permutation drawn from a fresh
+//! `ChaCha8Rng` seeded with `seed` on stream `e` (never from a running RNG),
+//! and `tch::manual_seed(seed + e)` is called at the start of the epoch for
+//! dropout. After every epoch the model weights, the optimiser state and the
+//! statistics so far are checkpointed atomically; a later call on the same
+//! checkpoint directory continues from the next epoch and, on CPU, ends with
+//! bit-for-bit the same weights as an uninterrupted run. (On CUDA some kernels
+//! — index/embedding backward, attention — are not deterministic, so resumed
+//! and uninterrupted runs agree only statistically.)
+//!
+//! Dropout and initialisation draw from torch's *process-global* generator.
+//! `train_sasrec` therefore holds [`torch_rng_lock`] for its whole run, so two
+//! trainings in one process never interleave their draws; other code in the
+//! same process that draws from torch's RNG while a training runs (random
+//! tensors, dropout in train mode, `SasRec::new` on an empty var store) must
+//! hold the lock as well, or it breaks reproducibility.
+//!
+//! Checkpoint layout in `checkpoint_dir`: `checkpoint.json` (the commit
+//! point: configuration, epochs done, stats, and the name of the tensor file)
+//! and `checkpoint-epochNNNNN.safetensors` (`model.<var>` and
+//! `optim.<state>` tensors). Files are written to a temporary name, synced
+//! and renamed; the tensor file of the previous checkpoint is removed only
+//! after the new `checkpoint.json` is in place.
+
+use std::fs;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::models::optim::{AdamW, AdamWConfig};
+use crate::models::sasrec::{SasRec, SasRecConfig};
+
+/// Optimisation settings for [`train_sasrec`]. Every field has a default.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Total number of epochs (a resumed run trains the missing ones).
+    pub epochs: usize,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// AdamW learning rate (constant).
+    pub lr: f64,
+    /// Decoupled weight decay on matrices and embedding tables.
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping; `<= 0` disables it.
+    pub clip_norm: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            batch_size: 128,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            clip_norm: 1.0,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.batch_size >= 1, "batch_size must be >= 1");
+        ensure!(self.lr > 0.0 && self.lr.is_finite(), "lr must be positive");
+        ensure!(self.weight_decay >= 0.0, "weight_decay must be >= 0");
+        ensure!(
+            (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2),
+            "beta1 and beta2 must be in [0, 1)"
+        );
+        ensure!(self.eps > 0.0, "eps must be positive");
+        Ok(())
+    }
+
+    fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            clip_norm: self.clip_norm,
+        }
+    }
+}
+
+/// What one epoch did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EpochStats {
+    /// 0-based epoch index.
+    pub epoch: usize,
+    /// Mean cross-entropy per predicted position over the epoch (weighted by
+    /// positions, computed with the weights of the moment, dropout on).
+    pub train_loss: f64,
+    /// Wall-clock seconds of the epoch's training (checkpointing excluded).
+    pub seconds: f64,
+    /// Training sequences per second.
+    pub samples_per_sec: f64,
+}
+
+static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+/// Serialises users of torch's process-global RNG; see the module docs.
+/// Not re-entrant: do not call [`train_sasrec`] while holding it.
+pub fn torch_rng_lock() -> MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const CHECKPOINT_META: &str = "checkpoint.json";
+const CHECKPOINT_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    format: u32,
+    epochs_done: usize,
+    /// File name (in the checkpoint directory) of the tensors.
+    tensors: String,
+    seed: u64,
+    model: SasRecConfig,
+    /// The training config without `epochs`, which may grow on resume.
+    train: serde_json::Value,
+    data_fingerprint: u64,
+    stats: Vec<EpochStats>,
+    /// Exact bits of `stats[i].train_loss` (decimal JSON may not round-trip).
+    loss_bits: Vec<u64>,
+}
+
+/// Trains a SasRec model on `train_seqs` (one chronological item sequence per
+/// user, items in `1..=num_items`), resuming from `checkpoint_dir` if it holds
+/// a checkpoint of the same run (same model config, training config apart
+/// from `epochs`, seed and data; anything else is an error).
+///
+/// Each sequence `s` with at least two items contributes input `s[..n-1]` and
+/// targets `s[1..]`, cut to the last `max_len` positions; the loss is
+/// full-softmax cross-entropy over all items at every real position.
+///
+/// `on_epoch` is called after each newly trained epoch, once its checkpoint
+/// is committed. Returns the var store holding the model (rebuild the module
+/// with `SasRec::new(&vs.root(), model_cfg)`) and the stats of all epochs,
+/// restored ones included. A checkpoint with more epochs than `cfg.epochs`
+/// is an error; one with exactly `cfg.epochs` is returned without training.
+pub fn train_sasrec(
+    model_cfg: &SasRecConfig,
+    cfg: &TrainConfig,
+    train_seqs: &[Vec<i64>],
+    seed: u64,
+    device: Device,
+    checkpoint_dir: &Path,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(VarStore, Vec<EpochStats>)> {
+    model_cfg.validate()?;
+    cfg.validate()?;
+    let windows = training_windows(train_seqs, model_cfg)?;
+    ensure!(
+        !windows.is_empty(),
+        "no training sequence has at least two items"
+    );
+    let fingerprint = data_fingerprint(train_seqs);
+    let mut train_json = serde_json::to_value(cfg)?;
+    if let Some(obj) = train_json.as_object_mut() {
+        obj.remove("epochs");
+    }
+    fs::create_dir_all(checkpoint_dir)
+        .with_context(|| format!("creating {}", checkpoint_dir.display()))?;
+
+    let _rng_guard = torch_rng_lock();
+    tch::manual_seed(seed as i64);
+    let vs = VarStore::new(device);
+    let model = SasRec::new(&vs.root(), model_cfg);
+    let mut opt = AdamW::from_var_store(&vs, cfg.adamw());
+
+    let mut stats: Vec<EpochStats> = Vec::new();
+    if let Some(meta) = read_meta(checkpoint_dir)? {
+        ensure!(
+            meta.format == CHECKPOINT_FORMAT,
+            "checkpoint format {} is not supported",
+            meta.format
+        );
+        ensure!(
+            meta.model == *model_cfg,
+            "checkpoint in {} was written for another model config",
+            checkpoint_dir.display()
+        );
+        ensure!(
+            meta.train == train_json,
+            "checkpoint in {} was written with another training config",
+            checkpoint_dir.display()
+        );
+        ensure!(
+            meta.seed == seed,
+            "checkpoint in {} was written with seed {}, not {seed}",
+            checkpoint_dir.display(),
+            meta.seed
+        );
+        ensure!(
+            meta.data_fingerprint == fingerprint,
+            "checkpoint in {} was written for other training data",
+            checkpoint_dir.display()
+        );
+        ensure!(
+            meta.stats.len() == meta.epochs_done && meta.loss_bits.len() == meta.epochs_done,
+            "checkpoint in {} is inconsistent",
+            checkpoint_dir.display()
+        );
+        ensure!(
+            meta.epochs_done <= cfg.epochs,
+            "checkpoint in {} already has {} epochs, more than the {} asked for",
+            checkpoint_dir.display(),
+            meta.epochs_done,
+            cfg.epochs
+        );
+        let path = checkpoint_dir.join(&meta.tensors);
+        let tensors = Tensor::read_safetensors(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut model_t = Vec::new();
+        let mut optim_t = Vec::new();
+        for (name, t) in tensors {
+            if let Some(n) = name.strip_prefix("model.") {
+                model_t.push((n.to_string(), t));
+            } else if let Some(n) = name.strip_prefix("optim.") {
+                optim_t.push((n.to_string(), t));
+            } else {
+                bail!("unexpected tensor `{name}` in {}", path.display());
+            }
+        }
+        load_vars(&vs, model_t).with_context(|| format!("loading {}", path.display()))?;
+        opt.load_state(optim_t)
+            .with_context(|| format!("loading {}", path.display()))?;
+        stats = meta.stats;
+        for (s, bits) in stats.iter_mut().zip(&meta.loss_bits) {
+            s.train_loss = f64::from_bits(*bits);
+        }
+    }
+
+    let dim = model_cfg.dim;
+    for epoch in stats.len()..cfg.epochs {
+        let start = Instant::now();
+        tch::manual_seed(seed.wrapping_add(epoch as u64) as i64);
+        let order = epoch_order(windows.len(), seed, epoch);
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut positions = 0usize;
+        for chunk in order.chunks(cfg.batch_size) {
+            let batch = make_batch(&windows, chunk, device);
+            let hidden = model.encode(&batch.inputs, true); // [B, L, D]
+            let hidden = hidden.view([-1, dim]).index_select(0, &batch.positions);
+            let logits = model.item_logits(&hidden); // [T, num_items]
+            let loss = logits.cross_entropy_loss::<Tensor>(
+                &batch.targets,
+                None,
+                Reduction::Mean,
+                -100,
+                0.0,
+            );
+            opt.backward_step(&loss);
+            loss_sum += loss.detach().to_kind(Kind::Double) * batch.count as f64;
+            positions += batch.count;
+        }
+        let train_loss = loss_sum.double_value(&[]) / positions as f64;
+        ensure!(
+            train_loss.is_finite(),
+            "training diverged in epoch {epoch} (loss {train_loss})"
+        );
+        let seconds = start.elapsed().as_secs_f64();
+        let stat = EpochStats {
+            epoch,
+            train_loss,
+            seconds,
+            samples_per_sec: windows.len() as f64 / seconds.max(1e-9),
+        };
+        stats.push(stat.clone());
+        let meta = CheckpointMeta {
+            format: CHECKPOINT_FORMAT,
+            epochs_done: stats.len(),
+            tensors: format!("checkpoint-epoch{:05}.safetensors", stats.len()),
+            seed,
+            model: model_cfg.clone(),
+            train: train_json.clone(),
+            data_fingerprint: fingerprint,
+            loss_bits: stats.iter().map(|s| s.train_loss.to_bits()).collect(),
+            stats: stats.clone(),
+        };
+        write_checkpoint(checkpoint_dir, &vs, &opt, &meta)?;
+        on_epoch(&stat);
+    }
+    Ok((vs, stats))
+}
+
+/// Writes `model.safetensors` (every variable, by var-store name) and
+/// `config.json` into `dir`, each atomically.
+pub fn save_model(vs: &VarStore, cfg: &SasRecConfig, dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let named = cpu_vars(vs, "");
+    write_atomic(dir, "model.safetensors", |tmp| {
+        Tensor::write_safetensors(&named, tmp)?;
+        Ok(())
+    })?;
+    let json = serde_json::to_vec_pretty(cfg)?;
+    write_atomic(dir, "config.json", |tmp| Ok(fs::write(tmp, &json)?))?;
+    Ok(())
+}
+
+/// Loads a model written by [`save_model`] onto `device`. Draws nothing from
+/// torch's RNG. Missing, extra or mis-shaped tensors are errors.
+pub fn load_model(dir: &Path, device: Device) -> Result<(VarStore, SasRec)> {
+    let cfg_path = dir.join("config.json");
+    let cfg: SasRecConfig = serde_json::from_slice(
+        &fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", cfg_path.display()))?;
+    cfg.validate()?;
+    let vs = VarStore::new(device);
+    let model = SasRec::new_uninit(&vs.root(), &cfg);
+    let path = dir.join("model.safetensors");
+    let tensors =
+        Tensor::read_safetensors(&path).with_context(|| format!("reading {}", path.display()))?;
+    load_vars(&vs, tensors).with_context(|| format!("loading {}", path.display()))?;
+    Ok((vs, model))
+}
+
+/// The part of each usable sequence that training sees: its last
+/// `max_len + 1` items (inputs are all but the last, targets all but the first).
+fn training_windows<'a>(seqs: &'a [Vec<i64>], cfg: &SasRecConfig) -> Result<Vec<&'a [i64]>> {
+    let keep = cfg.max_len as usize + 1;
+    let mut out = Vec::with_capacity(seqs.len());
+    for (u, s) in seqs.iter().enumerate() {
+        if let Some(&bad) = s.iter().find(|&&i| i < 1 || i > cfg.num_items) {
+            bail!(
+                "sequence {u} holds item {bad}, outside 1..={}",
+                cfg.num_items
+            );
+        }
+        if s.len() >= 2 {
+            out.push(&s[s.len().saturating_sub(keep)..]);
+        }
+    }
+    Ok(out)
+}
+
+/// FNV-1a over the sequences (lengths included); detects resuming on other data.
+fn data_fingerprint(seqs: &[Vec<i64>]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(seqs.len() as u64);
+    for s in seqs {
+        eat(s.len() as u64);
+        for &i in s {
+            eat(i as u64);
+        }
+    }
+    h
+}
+
+/// The order in which epoch `epoch` visits the training windows: a function
+/// of `(seed, epoch)` only.
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+struct Batch {
+    /// [B, L] int64, left-padded, L = longest input in the batch.
+    inputs: Tensor,
+    /// [T] flat indices into the [B * L] positions that have a target.
+    positions: Tensor,
+    /// [T] target item minus one (column in `item_logits`).
+    targets: Tensor,
+    count: usize,
+}
+
+fn make_batch(windows: &[&[i64]], idx: &[usize], device: Device) -> Batch {
+    let l = idx.iter().map(|&i| windows[i].len() - 1).max().unwrap_or(0);
+    let b = idx.len();
+    let mut inputs = vec![0i64; b * l];
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    for (r, &i) in idx.iter().enumerate() {
+        let w = windows[i];
+        let k = w.len() - 1;
+        let off = r * l + (l - k);
+        for j in 0..k {
+            inputs[off + j] = w[j];
+            positions.push((off + j) as i64);
+            targets.push(w[j + 1] - 1);
+        }
+    }
+    let count = positions.len();
+    Batch {
+        inputs: Tensor::from_slice(&inputs)
+            .view([b as i64, l as i64])
+            .to_device(device),
+        positions: Tensor::from_slice(&positions).to_device(device),
+        targets: Tensor::from_slice(&targets).to_device(device),
+        count,
+    }
+}
+
+/// Every variable of `vs`, sorted by name, detached, contiguous, on the CPU,
+/// with `prefix` prepended to the name.
+fn cpu_vars(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                format!("{prefix}{n}"),
+                t.detach().to_device(Device::Cpu).contiguous(),
+            )
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// Copies `tensors` into the variables of `vs` with the same names; every
+/// variable must be given exactly once, with its shape.
+fn load_vars(vs: &VarStore, tensors: Vec<(String, Tensor)>) -> Result<()> {
+    let mut vars = vs.variables();
+    for (name, src) in tensors {
+        let mut dst = vars
+            .remove(&name)
+            .ok_or_else(|| anyhow::anyhow!("unexpected tensor `{name}`"))?;
+        ensure!(
+            src.size() == dst.size(),
+            "tensor `{name}` has shape {:?}, the model expects {:?}",
+            src.size(),
+            dst.size()
+        );
+        tch::no_grad(|| dst.f_copy_(&src))?;
+    }
+    if let Some(missing) = vars.keys().next() {
+        bail!("missing tensor `{missing}`");
+    }
+    Ok(())
+}
+
+fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMeta) -> Result<()> {
+    let mut named = cpu_vars(vs, "model.");
+    for (n, t) in opt.state_tensors() {
+        named.push((
+            format!("optim.{n}"),
+            t.detach().to_device(Device::Cpu).contiguous(),
+        ));
+    }
+    write_atomic(dir, &meta.tensors, |tmp| {
+        Tensor::write_safetensors(&named, tmp)?;
+        Ok(())
+    })?;
+    let json = serde_json::to_vec_pretty(meta)?;
+    write_atomic(dir, CHECKPOINT_META, |tmp| Ok(fs::write(tmp, &json)?))?;
+    // The new checkpoint is committed: drop older tensor files.
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("checkpoint-epoch")
+            && name.ends_with(".safetensors")
+            && name != meta.tensors.as_str()
+        {
+            let _ = fs::remove_file(dir.join(name.as_ref()));
+        }
+    }
+    Ok(())
+}
+
+fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>> {
+    let path = dir.join(CHECKPOINT_META);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let meta =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(Some(meta))
+}
+
+/// Writes `dir/name` by way of a temporary file in `dir`, synced then renamed.
+fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    write(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, &dst).with_context(|| format!("renaming to {}", dst.display()))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

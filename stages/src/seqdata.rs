@@ -1,0 +1,123 @@
+//! The `sequences` artifact: per-user item sequences with a leave-one-out
+//! split, as Parquet files Python opens with pyarrow, polars or pandas.
+//!
+//! | file            | columns                                   | meaning |
+//! |-----------------|-------------------------------------------|---------|
+//! | `train.parquet` | `user` int64, `items` list<int64>         | all but the last two items, oldest first |
+//! | `valid.parquet` | `user`, `history` list<int64>, `target` int64 | predict the second-to-last item |
+//! | `test.parquet`  | `user`, `history` list<int64>, `target` int64 | predict the last item |
+//! | `vocab.parquet` | `index` int64, `item_id` int64            | remapped index → original item id |
+//! | `meta.json`     | `num_items`, `num_users`, `split`, …      | |
+//!
+//! Items are remapped to `1..=num_items` in order of their original id; `0`
+//! is padding and is never a target.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow::array::Int64Array;
+use serde::{Deserialize, Serialize};
+
+use crate::table;
+
+/// `meta.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub num_items: i64,
+    pub num_users: i64,
+    pub split: String,
+    pub interactions: u64,
+}
+
+/// One evaluation example: the history and the item that came next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub user: i64,
+    pub history: Vec<i64>,
+    pub target: i64,
+}
+
+/// The whole artifact in memory.
+#[derive(Debug, Clone)]
+pub struct SequenceData {
+    pub meta: Meta,
+    pub train: Vec<(i64, Vec<i64>)>,
+    pub valid: Vec<Example>,
+    pub test: Vec<Example>,
+}
+
+impl SequenceData {
+    pub fn write(&self, dir: &Path, vocab: &[i64]) -> anyhow::Result<()> {
+        let users: Vec<i64> = self.train.iter().map(|(u, _)| *u).collect();
+        let items: Vec<Vec<i64>> = self.train.iter().map(|(_, s)| s.clone()).collect();
+        table::write(
+            &dir.join("train.parquet"),
+            &table::batch(vec![
+                ("user", Arc::new(Int64Array::from(users))),
+                ("items", table::lists_array(&items)),
+            ])?,
+        )?;
+        write_examples(&dir.join("valid.parquet"), &self.valid)?;
+        write_examples(&dir.join("test.parquet"), &self.test)?;
+        let index: Vec<i64> = (1..=vocab.len() as i64).collect();
+        table::write(
+            &dir.join("vocab.parquet"),
+            &table::batch(vec![
+                ("index", Arc::new(Int64Array::from(index))),
+                ("item_id", Arc::new(Int64Array::from(vocab.to_vec()))),
+            ])?,
+        )?;
+        std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(&self.meta)?)?;
+        Ok(())
+    }
+
+    pub fn read(dir: &Path) -> anyhow::Result<SequenceData> {
+        let meta_path = dir.join("meta.json");
+        let meta: Meta = serde_json::from_slice(
+            &std::fs::read(&meta_path).with_context(|| format!("cannot read {}", meta_path.display()))?,
+        )
+        .with_context(|| format!("{} is not valid sequence metadata", meta_path.display()))?;
+        let path = dir.join("train.parquet");
+        let batch = table::read(&path)?;
+        let users = table::int64(&batch, "user", &path)?;
+        let items = table::int64_lists(&batch, "items", &path)?;
+        let train = users.values().iter().copied().zip(items).collect();
+        Ok(SequenceData {
+            meta,
+            train,
+            valid: read_examples(&dir.join("valid.parquet"))?,
+            test: read_examples(&dir.join("test.parquet"))?,
+        })
+    }
+}
+
+fn write_examples(path: &Path, examples: &[Example]) -> anyhow::Result<()> {
+    let users: Vec<i64> = examples.iter().map(|e| e.user).collect();
+    let histories: Vec<Vec<i64>> = examples.iter().map(|e| e.history.clone()).collect();
+    let targets: Vec<i64> = examples.iter().map(|e| e.target).collect();
+    table::write(
+        path,
+        &table::batch(vec![
+            ("user", Arc::new(Int64Array::from(users))),
+            ("history", table::lists_array(&histories)),
+            ("target", Arc::new(Int64Array::from(targets))),
+        ])?,
+    )
+}
+
+fn read_examples(path: &Path) -> anyhow::Result<Vec<Example>> {
+    let batch = table::read(path)?;
+    let users = table::int64(&batch, "user", path)?;
+    let histories = table::int64_lists(&batch, "history", path)?;
+    let targets = table::int64(&batch, "target", path)?;
+    Ok(histories
+        .into_iter()
+        .enumerate()
+        .map(|(i, history)| Example {
+            user: users.value(i),
+            history,
+            target: targets.value(i),
+        })
+        .collect())
+}

@@ -1,0 +1,283 @@
+//! SasRec model and training-loop tests (CPU).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use seqpipe_stages::models::sasrec::{left_pad_batch, SasRec, SasRecConfig};
+use seqpipe_stages::models::sasrec_train::{
+    load_model, save_model, torch_rng_lock, train_sasrec, EpochStats, TrainConfig,
+};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+fn small_cfg(num_items: i64, pre_norm: bool) -> SasRecConfig {
+    SasRecConfig {
+        num_items,
+        max_len: 16,
+        dim: 32,
+        layers: 2,
+        heads: 2,
+        ffn_dim: 0,
+        dropout: 0.2,
+        pre_norm,
+    }
+}
+
+/// Left-pads each sequence with 0 to length `l` and stacks them into [B, l].
+fn left_padded(seqs: &[Vec<i64>], l: usize) -> Tensor {
+    let mut flat = Vec::with_capacity(seqs.len() * l);
+    for s in seqs {
+        assert!(s.len() <= l);
+        flat.extend(std::iter::repeat_n(0, l - s.len()));
+        flat.extend_from_slice(s);
+    }
+    Tensor::from_slice(&flat).view([seqs.len() as i64, l as i64])
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Sequences following the planted rule "item i is followed by i % n + 1".
+fn successor_data(
+    rng: &mut ChaCha8Rng,
+    n: i64,
+    count: usize,
+    len: (usize, usize),
+) -> Vec<Vec<i64>> {
+    (0..count)
+        .map(|_| {
+            let l = rng.gen_range(len.0..=len.1);
+            let start = rng.gen_range(1..=n);
+            (0..l as i64).map(|k| (start - 1 + k) % n + 1).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn causal_masking() {
+    let _g = torch_rng_lock();
+    for pre_norm in [true, false] {
+        tch::manual_seed(1);
+        let vs = VarStore::new(Device::Cpu);
+        let model = SasRec::new(&vs.root(), &small_cfg(30, pre_norm));
+        let seqs = vec![
+            vec![3, 7, 1, 9, 4, 4, 12, 30, 2, 5],
+            vec![8, 8, 21, 6, 17, 11, 2],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        ];
+        let base_in = left_padded(&seqs, 10);
+        let base = model.encode(&base_in, false);
+        assert_eq!(base.size(), vec![3, 10, 32]);
+        assert!(base.isfinite().all().int64_value(&[]) == 1);
+        for t in [3i64, 6, 9] {
+            let changed = base_in.copy();
+            // Position t holds a real item in every row (padding is at most 3).
+            let _ = changed.select(1, t).fill_(29);
+            let out = model.encode(&changed, false);
+            let d_before = max_abs_diff(&out.narrow(1, 0, t), &base.narrow(1, 0, t));
+            assert!(d_before <= 1e-6, "t={t}: positions < t moved by {d_before}");
+            let d_at = max_abs_diff(&out.select(1, t), &base.select(1, t));
+            assert!(d_at > 1e-4, "t={t}: position t did not react ({d_at})");
+        }
+    }
+}
+
+#[test]
+fn padding_invariance() {
+    let _g = torch_rng_lock();
+    for pre_norm in [true, false] {
+        tch::manual_seed(2);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = small_cfg(40, pre_norm);
+        let model = SasRec::new(&vs.root(), &cfg);
+        let seqs = vec![
+            vec![5, 9, 13],
+            vec![1, 2, 3, 4, 5, 6, 7, 8],
+            vec![40],
+            vec![22, 17, 3, 3, 38, 1],
+        ];
+        let s8 = model.score_last(&left_padded(&seqs, 8));
+        let s12 = model.score_last(&left_padded(&seqs, 12));
+        assert_eq!(s8.size(), vec![4, 41]);
+        assert_eq!(s8.kind(), Kind::Float);
+        // Column 0 (padding) is -inf, the rest finite.
+        let col0 = s8.select(1, 0);
+        assert!(col0.isneginf().all().int64_value(&[]) == 1);
+        let rest8 = s8.narrow(1, 1, 40);
+        let rest12 = s12.narrow(1, 1, 40);
+        assert!(rest8.isfinite().all().int64_value(&[]) == 1);
+        assert!(
+            rest8.allclose(&rest12, 1e-5, 1e-5, false),
+            "pre_norm={pre_norm}: padding changed scores by {}",
+            max_abs_diff(&rest8, &rest12)
+        );
+        // An unpadded batch agrees too.
+        let alone = model.score_last(&left_padded(&seqs[1..2], 8));
+        assert!(alone
+            .narrow(1, 1, 40)
+            .allclose(&rest8.narrow(0, 1, 1), 1e-5, 1e-5, false));
+    }
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let data = successor_data(&mut rng, 30, 64, (2, 24));
+    let mcfg = small_cfg(30, true);
+    let tcfg = TrainConfig {
+        epochs: 4,
+        batch_size: 16,
+        lr: 3e-3,
+        weight_decay: 0.01,
+        clip_norm: 1.0,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_a = tmp.path().join("a");
+    let dir_b = tmp.path().join("b");
+
+    let mut seen_a = Vec::new();
+    let (vs_a, stats_a) = train_sasrec(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_a, &mut |s| {
+        seen_a.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(seen_a, vec![0, 1, 2, 3]);
+
+    let first = TrainConfig {
+        epochs: 2,
+        ..tcfg.clone()
+    };
+    let mut seen_b = Vec::new();
+    let (_, stats_b2) = train_sasrec(&mcfg, &first, &data, 11, Device::Cpu, &dir_b, &mut |s| {
+        seen_b.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(stats_b2.len(), 2);
+    let (vs_b, stats_b) = train_sasrec(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |s| {
+        seen_b.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(
+        seen_b,
+        vec![0, 1, 2, 3],
+        "second call must resume at epoch 2"
+    );
+
+    let losses = |s: &[EpochStats]| s.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
+    assert_eq!(losses(&stats_a), losses(&stats_b));
+    assert!(stats_a[3].train_loss < stats_a[0].train_loss);
+
+    let va = vs_a.variables();
+    let vb = vs_b.variables();
+    assert_eq!(va.len(), vb.len());
+    for (name, a) in &va {
+        let b = &vb[name];
+        assert!(a.equal(b), "variable {name} differs after resume");
+    }
+
+    // Only the latest checkpoint's tensors are kept.
+    let files: Vec<String> = std::fs::read_dir(&dir_b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert_eq!(files, vec!["checkpoint-epoch00004.safetensors".to_string()]);
+
+    // A finished run is returned as is; mismatches are refused.
+    let (vs_c, stats_c) = train_sasrec(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |_| {
+        panic!("trained")
+    })
+    .unwrap();
+    assert_eq!(losses(&stats_c), losses(&stats_a));
+    assert!(vs_c.variables()["item_emb"].equal(&va["item_emb"]));
+    let fewer = TrainConfig {
+        epochs: 3,
+        ..tcfg.clone()
+    };
+    assert!(train_sasrec(&mcfg, &fewer, &data, 11, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+    let other_lr = TrainConfig {
+        lr: 1e-3,
+        ..tcfg.clone()
+    };
+    assert!(train_sasrec(
+        &mcfg,
+        &other_lr,
+        &data,
+        11,
+        Device::Cpu,
+        &dir_b,
+        &mut |_| {}
+    )
+    .is_err());
+    assert!(train_sasrec(&mcfg, &tcfg, &data, 12, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+}
+
+#[test]
+fn learns_planted_successor_rule() {
+    let n = 50;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let train = successor_data(&mut rng, n, 400, (20, 20));
+    let held_out = successor_data(&mut rng, n, 200, (3, 20));
+    let mcfg = SasRecConfig {
+        num_items: n,
+        max_len: 20,
+        dim: 32,
+        layers: 1,
+        heads: 1,
+        ffn_dim: 0,
+        dropout: 0.1,
+        pre_norm: true,
+    };
+    let tcfg = TrainConfig {
+        epochs: 8,
+        batch_size: 32,
+        lr: 5e-3,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (vs, stats) = train_sasrec(
+        &mcfg,
+        &tcfg,
+        &train,
+        5,
+        Device::Cpu,
+        &tmp.path().join("ckpt"),
+        &mut |_| {},
+    )
+    .unwrap();
+    for s in &stats {
+        eprintln!(
+            "epoch {} loss {:.4} ({:.2}s, {:.0} seq/s)",
+            s.epoch, s.train_loss, s.seconds, s.samples_per_sec
+        );
+    }
+    let model = SasRec::new(&vs.root(), &mcfg);
+    assert_eq!(vs.variables().len(), model_var_count(&mcfg));
+
+    let inputs: Vec<Vec<i64>> = held_out.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
+    let targets: Vec<i64> = held_out.iter().map(|s| s[s.len() - 1]).collect();
+    let x = left_pad_batch(&inputs, mcfg.max_len);
+    assert_eq!(x.size(), vec![200, 19]);
+    assert!(x.equal(&left_padded(&inputs, 19)));
+    let scores = model.score_last(&x);
+    let hits = scores
+        .argmax(1, false)
+        .eq_tensor(&Tensor::from_slice(&targets))
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    eprintln!("HR@1 = {hits:.3}");
+    assert!(hits > 0.9, "HR@1 {hits} <= 0.9");
+
+    // save_model / load_model round trip gives the same scores.
+    let out = tmp.path().join("model");
+    save_model(&vs, &mcfg, &out).unwrap();
+    let (_vs2, model2) = load_model(&out, Device::Cpu).unwrap();
+    assert_eq!(model2.config(), &mcfg);
+    assert!(model2.score_last(&x).equal(&scores));
+}
+
+fn model_var_count(cfg: &SasRecConfig) -> usize {
+    // item_emb, pos_emb; per block: attn (norm 2 + 4 linears x 2) + ffn (norm 2 + 2 x 2); last_norm 2.
+    2 + cfg.layers as usize * (10 + 6) + if cfg.pre_norm { 2 } else { 0 }
+}
