@@ -214,7 +214,9 @@ impl Cache {
         record: &StageRecord,
     ) -> Result<(), CacheError> {
         let bytes = serde_json::to_vec(record)?;
-        self.keys.insert(key, bytes).map_err(|e| self.index_err(e))?;
+        self.keys
+            .insert(key, bytes)
+            .map_err(|e| self.index_err(e))?;
         self.latest
             .insert(format!("{pipeline}/{stage}"), key.as_bytes())
             .map_err(|e| self.index_err(e))?;
@@ -370,9 +372,7 @@ impl LocalStore {
     fn memo_put(&self, path: &Path, meta: &fs::Metadata, hash: &[u8; 32]) {
         let mut value = memo_stamp(meta);
         value.extend_from_slice(hash);
-        let _ = self
-            .memo
-            .insert(path.as_os_str().as_encoded_bytes(), value);
+        let _ = self.memo.insert(path.as_os_str().as_encoded_bytes(), value);
     }
 
     /// The content hash of a folder; `memo` consults and fills the memo.
@@ -395,7 +395,11 @@ impl LocalStore {
                 path: path.to_path_buf(),
                 source: e.into(),
             })?;
-            let cached = if memo { self.memo_get(path, &meta) } else { None };
+            let cached = if memo {
+                self.memo_get(path, &meta)
+            } else {
+                None
+            };
             let hash = match cached {
                 Some(h) => h,
                 None => {

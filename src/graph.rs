@@ -153,14 +153,8 @@ fn resolve_params(s: &StageSpec, kind: &dyn Stage) -> Result<serde_json::Value, 
         kind.check_param(key, value)
             .map_err(|m| error(at, dotted, m, None))?;
     }
-    kind.canonical_params(&s.params).map_err(|m| {
-        error(
-            &s.at.kind,
-            format!("stages.{}.params", s.name),
-            m,
-            None,
-        )
-    })
+    kind.canonical_params(&s.params)
+        .map_err(|m| error(&s.at.kind, format!("stages.{}.params", s.name), m, None))
 }
 
 fn resolve_inputs(
@@ -234,7 +228,10 @@ fn resolve_inputs(
                     "kind `{}` needs input `{}` (a `{}` artifact)",
                     info.kind, port.name, port.ty
                 ),
-                Some(format!("add inputs = {{ {} = \"<stage>.<output>\" }}", port.name)),
+                Some(format!(
+                    "add inputs = {{ {} = \"<stage>.<output>\" }}",
+                    port.name
+                )),
             ));
         }
     }

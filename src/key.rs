@@ -76,7 +76,9 @@ impl Fingerprint {
         }
         for (name, hash) in &self.inputs {
             if old.inputs.get(name) != Some(hash) {
-                return Some(StaleReason::InputChanged { input: name.clone() });
+                return Some(StaleReason::InputChanged {
+                    input: name.clone(),
+                });
             }
         }
         if old.inputs.keys().any(|k| !self.inputs.contains_key(k)) {
@@ -122,16 +124,36 @@ pub enum StaleReason {
         new: Option<String>,
     },
     /// An input's content hash differs from the last run's.
-    InputChanged { input: String },
+    InputChanged {
+        input: String,
+    },
     /// An input comes from a stage that will run first; its new hash is not
     /// known yet.
-    InputWillChange { input: String, upstream: String },
-    KindChanged { old: String, new: String },
-    KindVersionChanged { old: u32, new: u32 },
-    SeedChanged { old: u64, new: u64 },
-    FormatChanged { old: u32, new: u32 },
+    InputWillChange {
+        input: String,
+        upstream: String,
+    },
+    KindChanged {
+        old: String,
+        new: String,
+    },
+    KindVersionChanged {
+        old: u32,
+        new: u32,
+    },
+    SeedChanged {
+        old: u64,
+        new: u64,
+    },
+    FormatChanged {
+        old: u32,
+        new: u32,
+    },
     /// The key is recorded but an output artifact is missing or corrupt.
-    ArtifactDamaged { output: String, detail: String },
+    ArtifactDamaged {
+        output: String,
+        detail: String,
+    },
     /// The same fingerprint as before, but its record is gone (e.g. after `gc`).
     NotInCache,
     /// `--force` named this stage.

@@ -136,9 +136,7 @@ pub fn explain_miss(
     let Some(old) = cache.lookup(&old_key)? else {
         return Ok(StaleReason::NotInCache);
     };
-    Ok(fp
-        .diff(&old.fingerprint)
-        .unwrap_or(StaleReason::NotInCache))
+    Ok(fp.diff(&old.fingerprint).unwrap_or(StaleReason::NotInCache))
 }
 
 /// Checks a hit's recorded outputs; the first damaged one is returned.
@@ -210,8 +208,12 @@ fn schedule(
     selected: &BTreeSet<usize>,
 ) -> Result<BTreeMap<usize, StageReport>, RunError> {
     let plan = shared.plan;
-    let position: BTreeMap<usize, usize> =
-        plan.order.iter().enumerate().map(|(p, i)| (*i, p)).collect();
+    let position: BTreeMap<usize, usize> = plan
+        .order
+        .iter()
+        .enumerate()
+        .map(|(p, i)| (*i, p))
+        .collect();
     let mut waiting: BTreeMap<usize, usize> = selected
         .iter()
         .map(|i| (*i, plan.stages[*i].inputs.len()))
@@ -322,7 +324,11 @@ fn upstream_failed(plan: &Plan, j: usize, reports: &BTreeMap<usize, StageReport>
     })
 }
 
-fn input_hashes(plan: &Plan, i: usize, reports: &BTreeMap<usize, StageReport>) -> BTreeMap<String, Hash> {
+fn input_hashes(
+    plan: &Plan,
+    i: usize,
+    reports: &BTreeMap<usize, StageReport>,
+) -> BTreeMap<String, Hash> {
     plan.stages[i]
         .inputs
         .iter()
@@ -369,7 +375,11 @@ fn run_one(
     };
 
     let forced = shared.options.force.contains(&stage.name);
-    let mut reason = if forced { Some(StaleReason::Forced) } else { None };
+    let mut reason = if forced {
+        Some(StaleReason::Forced)
+    } else {
+        None
+    };
     if !forced {
         match shared.cache.lookup(&key) {
             Ok(Some(record)) => match check_outputs(shared.cache, &record) {
@@ -380,9 +390,10 @@ fn run_one(
                 }
                 Some(damage) => {
                     tracing::warn!("stage `{}`: {damage}; recomputing", stage.name);
-                    shared
-                        .progress
-                        .println(&format!("seqpipe: stage `{}`: {damage}; recomputing", stage.name));
+                    shared.progress.println(&format!(
+                        "seqpipe: stage `{}`: {damage}; recomputing",
+                        stage.name
+                    ));
                     let _ = shared.cache.forget(&key);
                     reason = Some(damage);
                 }

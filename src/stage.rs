@@ -208,16 +208,18 @@ pub struct StageContext<'a> {
 impl StageContext<'_> {
     /// The folder of input `name`.
     pub fn input(&self, name: &str) -> anyhow::Result<&Path> {
-        self.inputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
-            anyhow::anyhow!("stage `{}` has no input named `{name}`", self.stage)
-        })
+        self.inputs
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input named `{name}`", self.stage))
     }
 
     /// The (empty) folder to write output `name` into.
     pub fn output(&self, name: &str) -> anyhow::Result<&Path> {
-        self.outputs.get(name).map(PathBuf::as_path).ok_or_else(|| {
-            anyhow::anyhow!("stage `{}` has no output named `{name}`", self.stage)
-        })
+        self.outputs
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| anyhow::anyhow!("stage `{}` has no output named `{name}`", self.stage))
     }
 
     /// Records a fact in the run manifest.

@@ -31,7 +31,11 @@ pub fn gc(cache: &CacheOptions) -> anyhow::Result<GcReport> {
         report.artifacts_removed += 1;
     }
     for (key, record) in cache.records()? {
-        if record.outputs.values().any(|id| !cache.store().contains(id)) {
+        if record
+            .outputs
+            .values()
+            .any(|id| !cache.store().contains(id))
+        {
             cache.forget(&key)?;
             report.records_forgotten += 1;
         }

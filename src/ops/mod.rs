@@ -40,7 +40,10 @@ pub fn load_plan(path: &Path, sets: &[String], registry: &Registry) -> anyhow::R
 
 /// Files named `summary.txt` in a stage's outputs are printed after a run and
 /// by `show`: a stage's way to tell the user its headline result.
-pub fn summaries(cache: &Cache, outputs: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+pub fn summaries(
+    cache: &Cache,
+    outputs: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
     outputs
         .values()
         .filter_map(|id| std::fs::read_to_string(cache.store().path(id).join("summary.txt")).ok())

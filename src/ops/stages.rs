@@ -20,7 +20,10 @@ pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
     for kind in registry.kinds() {
         let info = kind.info();
         let defaults = kind.defaults();
-        println!("{} (version {}, {:?})", info.kind, info.version, info.resource);
+        println!(
+            "{} (version {}, {:?})",
+            info.kind, info.version, info.resource
+        );
         println!("  {}", info.summary);
         if !info.inputs.is_empty() || info.extra_inputs.is_some() {
             println!("  inputs:");
@@ -28,7 +31,10 @@ pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
                 println!("    {:<12} {:<9} {}", p.name, p.ty, p.doc);
             }
             if let Some(ty) = info.extra_inputs {
-                println!("    {:<12} {:<9} any number of further inputs, named as you like", "<any>", ty);
+                println!(
+                    "    {:<12} {:<9} any number of further inputs, named as you like",
+                    "<any>", ty
+                );
             }
         }
         println!("  outputs:");
@@ -38,7 +44,10 @@ pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
         if !info.params.is_empty() {
             println!("  params (default):");
             for p in &info.params {
-                let default = defaults.get(p.name).map(|v| v.to_string()).unwrap_or_default();
+                let default = defaults
+                    .get(p.name)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
                 println!("    {:<14} = {:<10} {}", p.name, default, p.doc);
             }
         }

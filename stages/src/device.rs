@@ -60,7 +60,9 @@ pub fn resolve(request: &str) -> anyhow::Result<Device> {
                 Some(n) => n.trim_start_matches(':').parse::<usize>()?,
                 None => anyhow::bail!("unknown device `{other}`"),
             };
-            load_cuda().map_err(|e| anyhow::anyhow!("device `{other}`: cannot load libtorch_cuda.so: {e}"))?;
+            load_cuda().map_err(|e| {
+                anyhow::anyhow!("device `{other}`: cannot load libtorch_cuda.so: {e}")
+            })?;
             anyhow::ensure!(
                 tch::Cuda::is_available(),
                 "device `{other}` was requested but CUDA is not available on this machine"

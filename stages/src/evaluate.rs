@@ -79,7 +79,8 @@ impl TypedStage for Evaluate {
         ctx.note("device", crate::device::describe(device));
         let data = SequenceData::read(ctx.input("data")?)?;
         let model_dir = ctx.input("model")?.to_path_buf();
-        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(model_dir.join("config.json"))?)?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(model_dir.join("config.json"))?)?;
         anyhow::ensure!(
             config["num_items"].as_i64() == Some(data.meta.num_items),
             "the model was trained on {} items but the data has {}: were they built from the same sequences?",
@@ -91,26 +92,46 @@ impl TypedStage for Evaluate {
         out.insert("model".into(), config["model"].clone());
         out.insert("num_items".into(), data.meta.num_items.into());
         for split in &p.splits {
-            let examples = if split == "valid" { &data.valid } else { &data.test };
+            let examples = if split == "valid" {
+                &data.valid
+            } else {
+                &data.test
+            };
             let bar = ctx.progress.bar(ctx.stage, split, examples.len() as u64);
             let ranks = rank_all(scorer.as_ref(), examples, &p, &|n| bar.inc(n as u64))?;
             bar.finish_and_clear();
             let m = metrics::summarize(&ranks, &p.k, &p.metrics);
             out.insert(split.clone(), serde_json::to_value(m)?);
         }
-        std::fs::write(ctx.output("metrics")?.join("metrics.json"), serde_json::to_vec_pretty(&out)?)?;
+        std::fs::write(
+            ctx.output("metrics")?.join("metrics.json"),
+            serde_json::to_vec_pretty(&out)?,
+        )?;
         Ok(())
     }
 }
 
 fn check(p: &Params) -> anyhow::Result<()> {
-    anyhow::ensure!(p.ranking == "full", "params.ranking: only \"full\" is supported so far, not {:?}", p.ranking);
-    anyhow::ensure!(!p.k.is_empty() && p.k.iter().all(|k| *k > 0), "params.k must list cut-offs above 0");
+    anyhow::ensure!(
+        p.ranking == "full",
+        "params.ranking: only \"full\" is supported so far, not {:?}",
+        p.ranking
+    );
+    anyhow::ensure!(
+        !p.k.is_empty() && p.k.iter().all(|k| *k > 0),
+        "params.k must list cut-offs above 0"
+    );
     for m in &p.metrics {
-        anyhow::ensure!(["hr", "ndcg", "mrr"].contains(&m.as_str()), "params.metrics: unknown metric {m:?} (hr, ndcg, mrr)");
+        anyhow::ensure!(
+            ["hr", "ndcg", "mrr"].contains(&m.as_str()),
+            "params.metrics: unknown metric {m:?} (hr, ndcg, mrr)"
+        );
     }
     for s in &p.splits {
-        anyhow::ensure!(s == "valid" || s == "test", "params.splits: unknown split {s:?} (valid, test)");
+        anyhow::ensure!(
+            s == "valid" || s == "test",
+            "params.splits: unknown split {s:?} (valid, test)"
+        );
     }
     anyhow::ensure!(p.batch_size > 0, "params.batch_size must be above 0");
     Ok(())
@@ -144,13 +165,20 @@ pub fn rank_all(
 }
 
 /// Reads a `metrics.json` into split → metric → value.
-pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<(String, BTreeMap<String, BTreeMap<String, f64>>)> {
+pub fn read_metrics(
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, BTreeMap<String, BTreeMap<String, f64>>)> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("metrics.json"))?)?;
     let model = v["model"].as_str().unwrap_or("?").to_string();
     let mut splits = BTreeMap::new();
     for (k, val) in v.as_object().into_iter().flatten() {
         if let Some(obj) = val.as_object() {
-            splits.insert(k.clone(), obj.iter().filter_map(|(m, x)| x.as_f64().map(|x| (m.clone(), x))).collect());
+            splits.insert(
+                k.clone(),
+                obj.iter()
+                    .filter_map(|(m, x)| x.as_f64().map(|x| (m.clone(), x)))
+                    .collect(),
+            );
         }
     }
     Ok((model, splits))

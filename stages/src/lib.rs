@@ -45,7 +45,10 @@ pub fn registry() -> Registry {
 fn environment(_device: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("libtorch".to_string(), "2.11.0".to_string()),
-        ("torch_threads".to_string(), tch::get_num_threads().to_string()),
+        (
+            "torch_threads".to_string(),
+            tch::get_num_threads().to_string(),
+        ),
         ("cuda_loaded".to_string(), device::load_cuda_state()),
     ])
 }

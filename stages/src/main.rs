@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { seqpipe::cli::main(seqpipe_stages::registry()) }
+fn main() -> std::process::ExitCode {
+    seqpipe::cli::main(seqpipe_stages::registry())
+}

@@ -54,7 +54,10 @@ pub fn summarize(ranks: &[usize], ks: &[usize], which: &[String]) -> BTreeMap<St
         }
     }
     if which.iter().any(|w| w == "mrr") {
-        out.insert("mrr".into(), ranks.iter().map(|r| 1.0 / *r as f64).sum::<f64>() / n);
+        out.insert(
+            "mrr".into(),
+            ranks.iter().map(|r| 1.0 / *r as f64).sum::<f64>() / n,
+        );
     }
     out.insert("examples".into(), ranks.len() as f64);
     out

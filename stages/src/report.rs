@@ -22,9 +22,11 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             split: "test".into(),
-            columns: ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10"]
-                .map(String::from)
-                .to_vec(),
+            columns: [
+                "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -40,27 +42,50 @@ impl TypedStage for Report {
         KindInfo {
             kind: "report",
             version: VERSION,
-            summary: "Compares evaluated models in one table (Markdown, and printed after the run).",
+            summary:
+                "Compares evaluated models in one table (Markdown, and printed after the run).",
             inputs: vec![],
             extra_inputs: Some("metrics"),
-            outputs: vec![Port { name: "report", ty: "report", doc: "report.md and summary.txt" }],
+            outputs: vec![Port {
+                name: "report",
+                ty: "report",
+                doc: "report.md and summary.txt",
+            }],
             params: vec![
-                ParamDoc { name: "split", doc: "which split's metrics to compare" },
-                ParamDoc { name: "columns", doc: "metrics to show, in order" },
+                ParamDoc {
+                    name: "split",
+                    doc: "which split's metrics to compare",
+                },
+                ParamDoc {
+                    name: "columns",
+                    doc: "metrics to show, in order",
+                },
             ],
             resource: Resource::Cpu,
         }
     }
 
     fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
-        anyhow::ensure!(!ctx.inputs.is_empty(), "report needs at least one metrics input");
+        anyhow::ensure!(
+            !ctx.inputs.is_empty(),
+            "report needs at least one metrics input"
+        );
         let mut rows = Vec::new();
         for (name, dir) in &ctx.inputs {
             let (_, splits) = crate::evaluate::read_metrics(dir)?;
             let values = splits.get(&p.split).ok_or_else(|| {
-                anyhow::anyhow!("input `{name}` has no `{}` split (evaluate's params.splits)", p.split)
+                anyhow::anyhow!(
+                    "input `{name}` has no `{}` split (evaluate's params.splits)",
+                    p.split
+                )
             })?;
-            rows.push((name.clone(), p.columns.iter().map(|c| values.get(c).copied()).collect::<Vec<_>>()));
+            rows.push((
+                name.clone(),
+                p.columns
+                    .iter()
+                    .map(|c| values.get(c).copied())
+                    .collect::<Vec<_>>(),
+            ));
         }
         let best: Vec<Option<f64>> = (0..p.columns.len())
             .map(|c| rows.iter().filter_map(|(_, v)| v[c]).reduce(f64::max))
@@ -79,7 +104,10 @@ fn cell(v: Option<f64>) -> String {
 }
 
 fn markdown(p: &Params, rows: &[Row], best: &[Option<f64>]) -> String {
-    let mut s = format!("# Model comparison ({} split, full ranking)\n\n| model |", p.split);
+    let mut s = format!(
+        "# Model comparison ({} split, full ranking)\n\n| model |",
+        p.split
+    );
     for c in &p.columns {
         s += &format!(" {c} |");
     }
@@ -90,7 +118,11 @@ fn markdown(p: &Params, rows: &[Row], best: &[Option<f64>]) -> String {
         s += &format!("| {name} |");
         for (v, b) in values.iter().zip(best) {
             let text = cell(*v);
-            s += &if v.is_some() && v == b { format!(" **{text}** |") } else { format!(" {text} |") };
+            s += &if v.is_some() && v == b {
+                format!(" **{text}** |")
+            } else {
+                format!(" {text} |")
+            };
         }
         s += "\n";
     }
@@ -99,7 +131,10 @@ fn markdown(p: &Params, rows: &[Row], best: &[Option<f64>]) -> String {
 
 fn plain(p: &Params, rows: &[Row], best: &[Option<f64>]) -> String {
     let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(5).max(5);
-    let mut s = format!("Model comparison — {} split, full ranking (* = best)\n", p.split);
+    let mut s = format!(
+        "Model comparison — {} split, full ranking (* = best)\n",
+        p.split
+    );
     s += &format!("{:<width$}", "model");
     for c in &p.columns {
         s += &format!(" {c:>9}");

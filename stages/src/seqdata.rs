@@ -68,14 +68,18 @@ impl SequenceData {
                 ("item_id", Arc::new(Int64Array::from(vocab.to_vec()))),
             ])?,
         )?;
-        std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(&self.meta)?)?;
+        std::fs::write(
+            dir.join("meta.json"),
+            serde_json::to_vec_pretty(&self.meta)?,
+        )?;
         Ok(())
     }
 
     pub fn read(dir: &Path) -> anyhow::Result<SequenceData> {
         let meta_path = dir.join("meta.json");
         let meta: Meta = serde_json::from_slice(
-            &std::fs::read(&meta_path).with_context(|| format!("cannot read {}", meta_path.display()))?,
+            &std::fs::read(&meta_path)
+                .with_context(|| format!("cannot read {}", meta_path.display()))?,
         )
         .with_context(|| format!("{} is not valid sequence metadata", meta_path.display()))?;
         let path = dir.join("train.parquet");

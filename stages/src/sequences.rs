@@ -69,7 +69,10 @@ impl TypedStage for Sequences {
     }
 
     fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
-        anyhow::ensure!(p.min_len >= 3, "params.min_len must be at least 3 for a leave-one-out split");
+        anyhow::ensure!(
+            p.min_len >= 3,
+            "params.min_len must be at least 3 for a leave-one-out split"
+        );
         let events = read_events(ctx.input("events")?, &p)?;
         let data = build(&events, &p)?;
         data.0.write(ctx.output("data")?, &data.1)?;
@@ -86,7 +89,11 @@ fn read_events(dir: &std::path::Path, p: &Params) -> anyhow::Result<Vec<(i64, i6
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
     files.sort();
-    anyhow::ensure!(!files.is_empty(), "{}: the input table has no Parquet file", dir.display());
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: the input table has no Parquet file",
+        dir.display()
+    );
     let mut rows = Vec::new();
     for file in files {
         let batch = table::read(&file)?;
@@ -102,7 +109,11 @@ fn read_events(dir: &std::path::Path, p: &Params) -> anyhow::Result<Vec<(i64, i6
             rows.push((users.value(i), items.value(i), times.value(i)));
         }
     }
-    anyhow::ensure!(!rows.is_empty(), "{}: the input table is empty", dir.display());
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "{}: the input table is empty",
+        dir.display()
+    );
     Ok(rows)
 }
 
@@ -115,7 +126,11 @@ pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(Sequence
         per_user.entry(user).or_default().push((time, row, item));
     }
     per_user.retain(|_, seq| seq.len() >= p.min_len);
-    anyhow::ensure!(!per_user.is_empty(), "no user has {} or more interactions", p.min_len);
+    anyhow::ensure!(
+        !per_user.is_empty(),
+        "no user has {} or more interactions",
+        p.min_len
+    );
     let vocab: Vec<i64> = per_user
         .values()
         .flatten()
@@ -123,9 +138,17 @@ pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(Sequence
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let index: BTreeMap<i64, i64> = vocab.iter().enumerate().map(|(i, id)| (*id, i as i64 + 1)).collect();
+    let index: BTreeMap<i64, i64> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i as i64 + 1))
+        .collect();
     let truncate = |h: &[i64]| -> Vec<i64> {
-        if p.max_len > 0 && h.len() > p.max_len { h[h.len() - p.max_len..].to_vec() } else { h.to_vec() }
+        if p.max_len > 0 && h.len() > p.max_len {
+            h[h.len() - p.max_len..].to_vec()
+        } else {
+            h.to_vec()
+        }
     };
     let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
     let mut interactions = 0u64;
@@ -135,8 +158,16 @@ pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(Sequence
         interactions += items.len() as u64;
         let n = items.len();
         train.push((user, items[..n - 2].to_vec()));
-        valid.push(Example { user, history: truncate(&items[..n - 2]), target: items[n - 2] });
-        test.push(Example { user, history: truncate(&items[..n - 1]), target: items[n - 1] });
+        valid.push(Example {
+            user,
+            history: truncate(&items[..n - 2]),
+            target: items[n - 2],
+        });
+        test.push(Example {
+            user,
+            history: truncate(&items[..n - 1]),
+            target: items[n - 1],
+        });
     }
     let meta = Meta {
         num_items: vocab.len() as i64,
@@ -144,7 +175,15 @@ pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(Sequence
         split: "leave_one_out".into(),
         interactions,
     };
-    Ok((SequenceData { meta, train, valid, test }, vocab))
+    Ok((
+        SequenceData {
+            meta,
+            train,
+            valid,
+            test,
+        },
+        vocab,
+    ))
 }
 
 #[cfg(test)]
@@ -159,15 +198,32 @@ mod tests {
         let (data, vocab) = build(&events, &Params::default()).unwrap();
         assert_eq!(vocab, [10, 20, 30]);
         assert_eq!(data.train, [(1, vec![1])]);
-        assert_eq!(data.valid[0], Example { user: 1, history: vec![1], target: 2 });
-        assert_eq!(data.test[0], Example { user: 1, history: vec![1, 2], target: 3 });
+        assert_eq!(
+            data.valid[0],
+            Example {
+                user: 1,
+                history: vec![1],
+                target: 2
+            }
+        );
+        assert_eq!(
+            data.test[0],
+            Example {
+                user: 1,
+                history: vec![1, 2],
+                target: 3
+            }
+        );
         assert_eq!(data.meta.num_items, 3);
     }
 
     #[test]
     fn ties_keep_log_order_and_histories_truncate() {
         let events = [(1, 5, 1), (1, 6, 1), (1, 7, 1), (1, 8, 1)];
-        let p = Params { max_len: 2, ..Params::default() };
+        let p = Params {
+            max_len: 2,
+            ..Params::default()
+        };
         let (data, _) = build(&events, &p).unwrap();
         assert_eq!(data.test[0].history, [2, 3]);
         assert_eq!(data.test[0].target, 4);

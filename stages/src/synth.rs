@@ -80,8 +80,14 @@ impl TypedStage for Synth {
     fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         anyhow::ensure!(p.items >= 2, "params.items must be at least 2");
         anyhow::ensure!(p.users >= 1, "params.users must be at least 1");
-        anyhow::ensure!(p.min_len >= 1 && p.min_len <= p.max_len, "params.min_len must be between 1 and max_len");
-        anyhow::ensure!((0.0..=1.0).contains(&p.follow), "params.follow must be in [0, 1]");
+        anyhow::ensure!(
+            p.min_len >= 1 && p.min_len <= p.max_len,
+            "params.min_len must be between 1 and max_len"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&p.follow),
+            "params.follow must be in [0, 1]"
+        );
         let (users, items, ts) = generate(&p, ctx.seed);
         let bar = ctx.progress.bar(ctx.stage, "write", 1);
         table::write(
@@ -100,7 +106,9 @@ impl TypedStage for Synth {
 /// The log as three columns, users in order, each user's events in time order.
 pub fn generate(p: &Params, seed: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
-    let weights: Vec<f64> = (1..=p.items).map(|r| 1.0 / (r as f64).powf(p.zipf)).collect();
+    let weights: Vec<f64> = (1..=p.items)
+        .map(|r| 1.0 / (r as f64).powf(p.zipf))
+        .collect();
     let popularity = WeightedIndex::new(&weights).expect("positive weights");
     // Item ids are a shuffled range so that id order says nothing about popularity.
     let mut ids: Vec<i64> = (0..p.items as i64).map(|i| 1000 + i * 7).collect();
@@ -108,7 +116,11 @@ pub fn generate(p: &Params, seed: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
         ids.swap(i, rng.gen_range(0..=i));
     }
     let successors: Vec<Vec<usize>> = (0..p.items)
-        .map(|_| (0..p.successors.max(1)).map(|_| popularity.sample(&mut rng)).collect())
+        .map(|_| {
+            (0..p.successors.max(1))
+                .map(|_| popularity.sample(&mut rng))
+                .collect()
+        })
         .collect();
     let (mut users, mut items, mut ts) = (Vec::new(), Vec::new(), Vec::new());
     for user in 0..p.users {
@@ -137,14 +149,24 @@ mod tests {
 
     #[test]
     fn same_seed_same_log_other_seed_other_log() {
-        let p = Params { users: 20, items: 50, ..Params::default() };
+        let p = Params {
+            users: 20,
+            items: 50,
+            ..Params::default()
+        };
         assert_eq!(generate(&p, 1), generate(&p, 1));
         assert_ne!(generate(&p, 1).1, generate(&p, 2).1);
     }
 
     #[test]
     fn lengths_respect_bounds() {
-        let p = Params { users: 30, items: 50, min_len: 3, max_len: 5, ..Params::default() };
+        let p = Params {
+            users: 30,
+            items: 50,
+            min_len: 3,
+            max_len: 5,
+            ..Params::default()
+        };
         let (users, _, _) = generate(&p, 7);
         for u in 1..=30 {
             let n = users.iter().filter(|x| **x == u).count();

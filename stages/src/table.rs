@@ -45,18 +45,19 @@ pub fn batch(columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<RecordBatch> {
 }
 
 /// An Int64 column, by name; the error names the file and suggests a column.
-pub fn int64<'a>(batch: &'a RecordBatch, name: &str, file: &Path) -> anyhow::Result<&'a Int64Array> {
+pub fn int64<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    file: &Path,
+) -> anyhow::Result<&'a Int64Array> {
     let column = column(batch, name, file)?;
-    column
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: column `{name}` is {}, expected int64",
-                file.display(),
-                column.data_type()
-            )
-        })
+    column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+        anyhow!(
+            "{}: column `{name}` is {}, expected int64",
+            file.display(),
+            column.data_type()
+        )
+    })
 }
 
 /// A List<Int64> column as one Vec per row.

@@ -123,7 +123,12 @@ impl TypedStage for Train {
     }
 }
 
-fn train_sasrec(p: &Params, data: &SequenceData, ctx: &mut StageContext<'_>, out: &std::path::Path) -> anyhow::Result<()> {
+fn train_sasrec(
+    p: &Params,
+    data: &SequenceData,
+    ctx: &mut StageContext<'_>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let device = crate::device::resolve(ctx.device)?;
     ctx.note("device", crate::device::describe(device));
     let model = SasRecConfig {
@@ -144,7 +149,12 @@ fn train_sasrec(p: &Params, data: &SequenceData, ctx: &mut StageContext<'_>, out
         clip_norm: p.clip_norm,
         ..TrainConfig::default()
     };
-    let seqs: Vec<Vec<i64>> = data.train.iter().map(|(_, s)| s.clone()).filter(|s| s.len() >= 2).collect();
+    let seqs: Vec<Vec<i64>> = data
+        .train
+        .iter()
+        .map(|(_, s)| s.clone())
+        .filter(|s| s.len() >= 2)
+        .collect();
     let bar = ctx.progress.bar(ctx.stage, "epochs", p.epochs as u64);
     let stage = ctx.stage.to_string();
     let mut on_epoch = |s: &sasrec_train::EpochStats| {
@@ -158,13 +168,24 @@ fn train_sasrec(p: &Params, data: &SequenceData, ctx: &mut StageContext<'_>, out
             s.samples_per_sec
         );
     };
-    let (vs, stats) = sasrec_train::train_sasrec(&model, &cfg, &seqs, ctx.seed, device, &ctx.checkpoint_dir, &mut on_epoch)?;
+    let (vs, stats) = sasrec_train::train_sasrec(
+        &model,
+        &cfg,
+        &seqs,
+        ctx.seed,
+        device,
+        &ctx.checkpoint_dir,
+        &mut on_epoch,
+    )?;
     bar.finish_and_clear();
     sasrec_train::save_model(&vs, &model, out)?;
     // Tag the config with the model name so `models::load` can dispatch.
     let mut config = serde_json::to_value(&model)?;
     config["model"] = "sasrec".into();
     crate::models::write_config(out, &config)?;
-    std::fs::write(out.join("training.json"), serde_json::to_vec_pretty(&stats)?)?;
+    std::fs::write(
+        out.join("training.json"),
+        serde_json::to_vec_pretty(&stats)?,
+    )?;
     Ok(())
 }

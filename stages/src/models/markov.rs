@@ -30,7 +30,10 @@ impl Markov {
         for ((prev, next), c) in counts {
             transitions.entry(prev).or_default().push((next, c));
         }
-        Markov { transitions, backoff: backoff(super::item_counts(train, num_items)) }
+        Markov {
+            transitions,
+            backoff: backoff(super::item_counts(train, num_items)),
+        }
     }
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
@@ -50,7 +53,10 @@ impl Markov {
         ];
         let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
         Tensor::write_safetensors(&named, dir.join("model.safetensors"))?;
-        super::write_config(dir, &serde_json::json!({ "model": "markov", "order": 1, "num_items": self.backoff.len() - 1 }))
+        super::write_config(
+            dir,
+            &serde_json::json!({ "model": "markov", "order": 1, "num_items": self.backoff.len() - 1 }),
+        )
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<Markov> {
@@ -63,7 +69,10 @@ impl Markov {
         for ((p, n), c) in prev.into_iter().zip(next).zip(count) {
             transitions.entry(p).or_default().push((n, c));
         }
-        Ok(Markov { transitions, backoff })
+        Ok(Markov {
+            transitions,
+            backoff,
+        })
     }
 }
 
@@ -97,7 +106,11 @@ mod tests {
     #[test]
     fn transitions_first_then_popularity() {
         // 1→2 twice, 1→3 once; item 4 is the most popular overall.
-        let train = vec![(1, vec![1, 2, 4, 4]), (2, vec![1, 2, 4]), (3, vec![1, 3, 4])];
+        let train = vec![
+            (1, vec![1, 2, 4, 4]),
+            (2, vec![1, 2, 4]),
+            (3, vec![1, 3, 4]),
+        ];
         let m = Markov::fit(&train, 4);
         let s = &m.score(&[vec![1]]).unwrap()[0];
         assert!(s[2] > s[3] && s[3] > s[4], "{s:?}");

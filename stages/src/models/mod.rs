@@ -34,8 +34,10 @@ struct Header {
 /// Loads a model folder written by the `train` stage.
 pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let header: Header = serde_json::from_str(&text).with_context(|| format!("{} has no `model` field", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header: Header = serde_json::from_str(&text)
+        .with_context(|| format!("{} has no `model` field", path.display()))?;
     match header.model.as_str() {
         "pop" => Ok(Box::new(pop::Pop::load(dir)?)),
         "markov" => Ok(Box::new(markov::Markov::load(dir)?)),
@@ -57,7 +59,11 @@ pub fn read_tensors(dir: &Path) -> anyhow::Result<Vec<(String, tch::Tensor)>> {
 }
 
 /// Finds a tensor by name.
-pub fn take(tensors: &mut Vec<(String, tch::Tensor)>, name: &str, dir: &Path) -> anyhow::Result<tch::Tensor> {
+pub fn take(
+    tensors: &mut Vec<(String, tch::Tensor)>,
+    name: &str,
+    dir: &Path,
+) -> anyhow::Result<tch::Tensor> {
     let i = tensors
         .iter()
         .position(|(n, _)| n == name)
@@ -94,7 +100,11 @@ impl Scorer for SasRecScorer {
     fn score(&self, histories: &[Vec<i64>]) -> anyhow::Result<Vec<Vec<f32>>> {
         let max_len = self.model.config().max_len;
         let batch = sasrec::left_pad_batch(histories, max_len).to_device(self.model.device());
-        let scores = self.model.score_last(&batch).to_kind(tch::Kind::Float).to_device(tch::Device::Cpu);
+        let scores = self
+            .model
+            .score_last(&batch)
+            .to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu);
         let width = scores.size()[1] as usize;
         let flat = Vec::<f32>::try_from(scores.flatten(0, -1))?;
         Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())

@@ -13,19 +13,26 @@ pub struct Pop {
 
 impl Pop {
     pub fn fit(train: &[(i64, Vec<i64>)], num_items: i64) -> Pop {
-        Pop { counts: super::item_counts(train, num_items) }
+        Pop {
+            counts: super::item_counts(train, num_items),
+        }
     }
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let counts = Tensor::from_slice(&self.counts);
         Tensor::write_safetensors(&[("counts", &counts)], dir.join("model.safetensors"))?;
-        super::write_config(dir, &serde_json::json!({ "model": "pop", "num_items": self.counts.len() - 1 }))
+        super::write_config(
+            dir,
+            &serde_json::json!({ "model": "pop", "num_items": self.counts.len() - 1 }),
+        )
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<Pop> {
         let mut tensors = super::read_tensors(dir)?;
         let counts = super::take(&mut tensors, "counts", dir)?;
-        Ok(Pop { counts: Vec::<f32>::try_from(&counts)? })
+        Ok(Pop {
+            counts: Vec::<f32>::try_from(&counts)?,
+        })
     }
 }
 
