@@ -164,10 +164,11 @@ pub fn rank_all(
     Ok(ranks)
 }
 
-/// Reads a `metrics.json` into split → metric → value.
-pub fn read_metrics(
-    dir: &std::path::Path,
-) -> anyhow::Result<(String, BTreeMap<String, BTreeMap<String, f64>>)> {
+/// Split name → metric name → value.
+pub type SplitMetrics = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// Reads a `metrics.json` into (model name, split → metric → value).
+pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<(String, SplitMetrics)> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("metrics.json"))?)?;
     let model = v["model"].as_str().unwrap_or("?").to_string();
     let mut splits = BTreeMap::new();
