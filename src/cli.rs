@@ -124,6 +124,7 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    crate::worker::set_log_filter(default);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

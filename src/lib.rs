@@ -22,6 +22,8 @@
 //!   sled index of keys, run records and file-hash memo.
 //! - [`run`]: the scheduler that executes a plan against the cache.
 //! - [`ops`]: one function per command (`run`, `status`, `show`, `gc`, `stages`).
+//! - [`worker`]: runs a stage kind in a separate worker program (for kinds
+//!   whose runtime is too heavy to load in every `seqpipe` call).
 //! - [`cli`]: argument parsing; calls one `ops` function and maps errors to
 //!   exit codes (0 ok, 1 a stage failed, 2 bad spec or usage).
 
@@ -35,6 +37,7 @@ pub mod progress;
 pub mod run;
 pub mod spec;
 pub mod stage;
+pub mod worker;
 
 /// Bumped whenever the engine changes how keys or artifacts are laid out; it is
 /// part of every key, so a new format never reads an old cache entry.

@@ -91,6 +91,12 @@ pub trait TypedStage: Send + Sync + 'static {
     fn canonical(&self, params: &Self::Params) -> serde_json::Value {
         serde_json::to_value(params).unwrap_or_default()
     }
+    /// Checks the params together, before anything runs; `Err` says which
+    /// key is wrong and why (e.g. `model: unknown model "sasrek"`), and the
+    /// run stops with a spec error at the stage's TOML line.
+    fn validate(&self, _params: &Self::Params) -> Result<(), String> {
+        Ok(())
+    }
     fn run(&self, params: Self::Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()>;
 }
 
@@ -125,6 +131,7 @@ impl<T: TypedStage> Stage for Typed<T> {
         params: &BTreeMap<String, toml::Value>,
     ) -> Result<serde_json::Value, String> {
         let typed: T::Params = to_params(params)?;
+        self.stage.validate(&typed)?;
         Ok(self.stage.canonical(&typed))
     }
 

@@ -5,24 +5,28 @@
 //!
 //! - [`synth`]: a seeded synthetic interaction log.
 //! - [`sequences`]: per-user sequences and a leave-one-out split.
-//! - [`train`]: pop, markov and SASRec (on LibTorch through `tch`).
-//! - [`evaluate`]: full-ranking HR / NDCG / MRR at K.
+//! - [`train`]: pop, markov and SASRec (on LibTorch, in the worker).
+//! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
 //! - [`report`]: a comparison table across evaluated models.
 //!
 //! Shared pieces: [`table`] (Parquet I/O), [`seqdata`] (the sequences
-//! artifact), [`metrics`], [`models`], [`device`] (CPU or CUDA). Stages
-//! never touch the cache: they read their input folders and write their
-//! output folders, and the engine does the rest.
+//! artifact), [`metrics`]. Stages never touch the cache: they read their
+//! input folders and write their output folders, and the engine does the
+//! rest.
+//!
+//! This crate does not link LibTorch, so the `seqpipe` binary starts in
+//! milliseconds. Tensor kinds (`train`, `evaluate`) are declared here and
+//! run by the `seqpipe-torch` worker (the `stages/torch` crate), which holds
+//! the models; see [`torch_worker`].
 
-pub mod device;
 pub mod evaluate;
 pub mod metrics;
-pub mod models;
 pub mod report;
 pub mod seqdata;
 pub mod sequences;
 pub mod synth;
 pub mod table;
+pub mod torch_worker;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -41,14 +45,11 @@ pub fn registry() -> Registry {
     r
 }
 
-/// What the run manifest records about LibTorch.
+/// What the run manifest records about the tensor runtime. The worker adds
+/// per-stage notes (device, LibTorch version, threads) of its own.
 fn environment(_device: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("libtorch".to_string(), "2.11.0".to_string()),
-        (
-            "torch_threads".to_string(),
-            tch::get_num_threads().to_string(),
-        ),
-        ("cuda_loaded".to_string(), device::load_cuda_state()),
-    ])
+    let worker = torch_worker::locate()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| format!("missing: {e}"));
+    BTreeMap::from([("tensor_worker".to_string(), worker)])
 }

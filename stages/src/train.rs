@@ -10,17 +10,15 @@
 //! `model.safetensors`, and `training.json` with one entry per epoch for
 //! neural models).
 //!
-//! SASRec checkpoints every epoch into the stage's checkpoint folder, which
-//! survives a killed run: the rerun resumes from the last completed epoch and,
-//! on CPU, ends bit-for-bit where an uninterrupted run would have.
+//! This file declares the kind; the models and the training loop live in the
+//! `seqpipe-torch` crate and run in its worker process (see
+//! [`crate::torch_worker`]). SASRec checkpoints every epoch into the stage's
+//! checkpoint folder, which survives a killed run: the rerun resumes from the
+//! last completed epoch and, on CPU, ends bit-for-bit where an uninterrupted
+//! run would have.
 
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
-
-use crate::models::sasrec::SasRecConfig;
-use crate::models::sasrec_train::{self, TrainConfig};
-use crate::models::{markov::Markov, pop::Pop};
-use crate::seqdata::SequenceData;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,7 +40,6 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        let t = TrainConfig::default();
         Params {
             model: "sasrec".into(),
             dim: 64,
@@ -52,20 +49,21 @@ impl Default for Params {
             dropout: 0.2,
             max_len: 50,
             pre_norm: true,
-            epochs: t.epochs,
-            batch_size: t.batch_size,
-            lr: t.lr,
-            weight_decay: t.weight_decay,
-            clip_norm: t.clip_norm,
+            epochs: 20,
+            batch_size: 128,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            clip_norm: 1.0,
         }
     }
 }
 
-const MODELS: [&str; 3] = ["pop", "markov", "sasrec"];
+/// The models this kind can train.
+pub const MODELS: [&str; 3] = ["pop", "markov", "sasrec"];
 
 pub struct Train;
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 impl TypedStage for Train {
     type Params = Params;
@@ -97,6 +95,31 @@ impl TypedStage for Train {
         }
     }
 
+    fn validate(&self, p: &Params) -> Result<(), String> {
+        if !MODELS.contains(&p.model.as_str()) {
+            return Err(format!(
+                "model: unknown model {:?} (one of {})",
+                p.model,
+                MODELS.join(", ")
+            ));
+        }
+        if p.model == "sasrec" {
+            positive("dim", p.dim)?;
+            positive("layers", p.layers)?;
+            positive("heads", p.heads)?;
+            positive("max_len", p.max_len)?;
+            positive("epochs", p.epochs as i64)?;
+            positive("batch_size", p.batch_size as i64)?;
+            if p.dim % p.heads != 0 {
+                return Err(format!("heads: {} does not divide dim {}", p.heads, p.dim));
+            }
+            if !(0.0..1.0).contains(&p.dropout) {
+                return Err(format!("dropout: {} is not in [0, 1)", p.dropout));
+            }
+        }
+        Ok(())
+    }
+
     fn canonical(&self, p: &Params) -> serde_json::Value {
         match p.model.as_str() {
             "sasrec" => serde_json::to_value(p).unwrap_or_default(),
@@ -105,87 +128,15 @@ impl TypedStage for Train {
         }
     }
 
-    fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            MODELS.contains(&p.model.as_str()),
-            "params.model: unknown model {:?} (one of {})",
-            p.model,
-            MODELS.join(", ")
-        );
-        let data = SequenceData::read(ctx.input("data")?)?;
-        let out = ctx.output("model")?.to_path_buf();
-        let n = data.meta.num_items;
-        match p.model.as_str() {
-            "pop" => Pop::fit(&data.train, n).save(&out),
-            "markov" => Markov::fit(&data.train, n).save(&out),
-            _ => train_sasrec(&p, &data, ctx, &out),
-        }
+    fn run(&self, _p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        crate::torch_worker::run("train", ctx)
     }
 }
 
-fn train_sasrec(
-    p: &Params,
-    data: &SequenceData,
-    ctx: &mut StageContext<'_>,
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    let device = crate::device::resolve(ctx.device)?;
-    ctx.note("device", crate::device::describe(device));
-    let model = SasRecConfig {
-        num_items: data.meta.num_items,
-        max_len: p.max_len,
-        dim: p.dim,
-        layers: p.layers,
-        heads: p.heads,
-        ffn_dim: p.ffn_dim,
-        dropout: p.dropout,
-        pre_norm: p.pre_norm,
-    };
-    let cfg = TrainConfig {
-        epochs: p.epochs,
-        batch_size: p.batch_size,
-        lr: p.lr,
-        weight_decay: p.weight_decay,
-        clip_norm: p.clip_norm,
-        ..TrainConfig::default()
-    };
-    let seqs: Vec<Vec<i64>> = data
-        .train
-        .iter()
-        .map(|(_, s)| s.clone())
-        .filter(|s| s.len() >= 2)
-        .collect();
-    let bar = ctx.progress.bar(ctx.stage, "epochs", p.epochs as u64);
-    let stage = ctx.stage.to_string();
-    let mut on_epoch = |s: &sasrec_train::EpochStats| {
-        bar.set_position(s.epoch as u64 + 1);
-        bar.set_message(format!("loss {:.4}", s.train_loss));
-        tracing::info!(
-            "{stage}: epoch {} loss {:.4} ({:.1}s, {:.0} seq/s)",
-            s.epoch + 1,
-            s.train_loss,
-            s.seconds,
-            s.samples_per_sec
-        );
-    };
-    let (vs, stats) = sasrec_train::train_sasrec(
-        &model,
-        &cfg,
-        &seqs,
-        ctx.seed,
-        device,
-        &ctx.checkpoint_dir,
-        &mut on_epoch,
-    )?;
-    bar.finish_and_clear();
-    sasrec_train::save_model(&vs, &model, out)?;
-    // Tag the config with the model name so `models::load` can dispatch.
-    let mut config = serde_json::to_value(&model)?;
-    config["model"] = "sasrec".into();
-    crate::models::write_config(out, &config)?;
-    std::fs::write(
-        out.join("training.json"),
-        serde_json::to_vec_pretty(&stats)?,
-    )?;
-    Ok(())
+fn positive(key: &str, value: i64) -> Result<(), String> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(format!("{key}: must be above 0, not {value}"))
+    }
 }

@@ -3,8 +3,11 @@
 //! stage and its dependants, a corrupted artifact is recomputed, and bad
 //! specs fail with exit code 2 before anything runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::PathBuf;
+
+use common::{outcomes, ran, run_ok, seqpipe, setup};
 
 const SPEC: &str = r#"
 [pipeline]
@@ -42,65 +45,6 @@ inputs = { model = "train_sasrec.model", data = "sequences.data" }
 kind = "report"
 inputs = { pop = "eval_pop.metrics", sasrec = "eval_sasrec.metrics" }
 "#;
-
-fn seqpipe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seqpipe"))
-        .args(args)
-        .arg("--cache")
-        .arg(dir.join("cache"))
-        .current_dir(dir)
-        .output()
-        .expect("seqpipe runs")
-}
-
-fn setup(spec: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.toml");
-    std::fs::write(&path, spec).unwrap();
-    (dir, path)
-}
-
-/// stage name → outcome, from `show --json`.
-fn outcomes(dir: &Path) -> Vec<(String, String)> {
-    let out = seqpipe(dir, &["show", "p.toml", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn ran(dir: &Path) -> Vec<String> {
-    outcomes(dir)
-        .into_iter()
-        .filter(|(_, o)| o == "ran")
-        .map(|(n, _)| n)
-        .collect()
-}
-
-fn run_ok(dir: &Path, extra: &[&str]) {
-    let mut args = vec!["run", "p.toml", "--quiet"];
-    args.extend_from_slice(extra);
-    let out = seqpipe(dir, &args);
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn rerun_hits_set_reruns_dependants_and_corruption_is_recomputed() {
@@ -236,6 +180,21 @@ fn malformed_specs_exit_2_naming_file_line_and_key() {
             "unknown param `lrr`",
         ),
         ("[pipeline]\nname = \"x\"\n".to_string(), "no stages"),
+        (
+            base.replace("model = \"pop\"", "model = \"sasrek\""),
+            "unknown model \"sasrek\"",
+        ),
+        (
+            base.replace("heads = 1, epochs", "heads = 3, epochs"),
+            "heads: 3 does not divide dim 16",
+        ),
+        (
+            base.replace(
+                "[stages.eval_pop]",
+                "[stages.synth]\nkind = \"synth\"\n\n[stages.eval_pop]",
+            ),
+            "duplicate key",
+        ),
     ];
     for (spec, needle) in cases {
         let (dir, _) = setup(&spec);

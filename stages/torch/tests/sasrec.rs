@@ -2,8 +2,8 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqpipe_stages::models::sasrec::{left_pad_batch, SasRec, SasRecConfig};
-use seqpipe_stages::models::sasrec_train::{
+use seqpipe_torch::models::sasrec::{left_pad_batch, SasRec, SasRecConfig};
+use seqpipe_torch::models::sasrec_train::{
     load_model, save_model, torch_rng_lock, train_sasrec, EpochStats, TrainConfig,
 };
 use tch::nn::VarStore;

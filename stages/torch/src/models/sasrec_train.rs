@@ -486,6 +486,12 @@ fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMet
     Ok(())
 }
 
+/// How many epochs the checkpoint in `dir` holds (0 when there is none or it
+/// cannot be read; [`train_sasrec`] reports the latter properly).
+pub fn checkpointed_epochs(dir: &Path) -> usize {
+    read_meta(dir).ok().flatten().map_or(0, |m| m.epochs_done)
+}
+
 fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>> {
     let path = dir.join(CHECKPOINT_META);
     let bytes = match fs::read(&path) {

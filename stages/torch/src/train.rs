@@ -1,0 +1,132 @@
+//! The `train` kind's implementation (declared in `seqpipe_stages::train`).
+
+use std::path::Path;
+
+use seqpipe::stage::{KindInfo, StageContext, TypedStage};
+use seqpipe_stages::seqdata::SequenceData;
+use seqpipe_stages::train::{Params, Train};
+
+use crate::models::sasrec::SasRecConfig;
+use crate::models::sasrec_train::{self, TrainConfig};
+use crate::models::{markov::Markov, pop::Pop};
+
+pub struct TrainImpl;
+
+impl TypedStage for TrainImpl {
+    type Params = Params;
+
+    fn info(&self) -> KindInfo {
+        Train.info()
+    }
+
+    fn validate(&self, p: &Params) -> Result<(), String> {
+        Train.validate(p)
+    }
+
+    fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
+        Train
+            .validate(&p)
+            .map_err(|e| anyhow::anyhow!("params.{e}"))?;
+        let data = SequenceData::read(ctx.input("data")?)?;
+        let out = ctx.output("model")?.to_path_buf();
+        let n = data.meta.num_items;
+        match p.model.as_str() {
+            "pop" => Pop::fit(&data.train, n).save(&out),
+            "markov" => Markov::fit(&data.train, n).save(&out),
+            _ => train_sasrec(&p, &data, ctx, &out),
+        }
+    }
+}
+
+fn train_sasrec(
+    p: &Params,
+    data: &SequenceData,
+    ctx: &mut StageContext<'_>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let device = crate::device::resolve(ctx.device)?;
+    crate::note_runtime(ctx, device);
+    let model = SasRecConfig {
+        num_items: data.meta.num_items,
+        max_len: p.max_len,
+        dim: p.dim,
+        layers: p.layers,
+        heads: p.heads,
+        ffn_dim: p.ffn_dim,
+        dropout: p.dropout,
+        pre_norm: p.pre_norm,
+    };
+    let cfg = TrainConfig {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        lr: p.lr,
+        weight_decay: p.weight_decay,
+        clip_norm: p.clip_norm,
+        ..TrainConfig::default()
+    };
+    let seqs: Vec<Vec<i64>> = data
+        .train
+        .iter()
+        .map(|(_, s)| s.clone())
+        .filter(|s| s.len() >= 2)
+        .collect();
+    let bar = ctx.progress.bar(ctx.stage, "epochs", p.epochs as u64);
+    let resumed = sasrec_train::checkpointed_epochs(&ctx.checkpoint_dir);
+    if resumed > 0 {
+        ctx.progress.println(&format!(
+            "{}: resuming from the checkpoint after epoch {resumed} of {}",
+            ctx.stage, p.epochs
+        ));
+        ctx.note("resumed_after_epoch", resumed);
+        bar.set_position(resumed as u64);
+    }
+    let stage = ctx.stage.to_string();
+    let mut on_epoch = |s: &sasrec_train::EpochStats| {
+        bar.set_position(s.epoch as u64 + 1);
+        bar.set_message(format!("loss {:.4}", s.train_loss));
+        tracing::info!(
+            "{stage}: epoch {} loss {:.4} ({:.1}s, {:.0} seq/s)",
+            s.epoch + 1,
+            s.train_loss,
+            s.seconds,
+            s.samples_per_sec
+        );
+    };
+    let (vs, stats) = sasrec_train::train_sasrec(
+        &model,
+        &cfg,
+        &seqs,
+        ctx.seed,
+        device,
+        &ctx.checkpoint_dir,
+        &mut on_epoch,
+    )?;
+    bar.finish_and_clear();
+    sasrec_train::save_model(&vs, &model, out)?;
+    // Tag the config with the model name so `models::load` can dispatch.
+    let mut config = serde_json::to_value(&model)?;
+    config["model"] = "sasrec".into();
+    crate::models::write_config(out, &config)?;
+    write_training_log(out, &stats)?;
+    // Timings are facts about this run, not about the model: they go to the
+    // manifest, so the artifact's bytes (and hash) do not depend on them.
+    let trained: Vec<_> = stats.iter().skip(resumed).collect();
+    if !trained.is_empty() {
+        let seconds: f64 = trained.iter().map(|s| s.seconds).sum();
+        let rate = trained.iter().map(|s| s.samples_per_sec).sum::<f64>() / trained.len() as f64;
+        ctx.note("train_seconds", format!("{seconds:.2}"));
+        ctx.note("sequences_per_second", format!("{rate:.0}"));
+    }
+    Ok(())
+}
+
+/// `training.json`: the loss of every epoch, and nothing run-dependent.
+fn write_training_log(out: &Path, stats: &[sasrec_train::EpochStats]) -> anyhow::Result<()> {
+    let epochs: Vec<_> = stats
+        .iter()
+        .map(|s| serde_json::json!({ "epoch": s.epoch + 1, "train_loss": s.train_loss }))
+        .collect();
+    let log = serde_json::json!({ "epochs": epochs });
+    std::fs::write(out.join("training.json"), serde_json::to_vec_pretty(&log)?)?;
+    Ok(())
+}
