@@ -178,6 +178,13 @@ impl Cache {
         &self.root
     }
 
+    /// The content hash of a raw input on disk (a file or a folder), through
+    /// the memo, so unchanged data is not read again. A file hashes like a
+    /// folder holding just that file, so its name is part of the hash.
+    pub fn hash_path(&self, path: &Path) -> Result<Hash, CacheError> {
+        self.store.hash_folder(path, true)
+    }
+
     pub fn store(&self) -> &dyn ArtifactStore {
         &self.store
     }
@@ -379,7 +386,12 @@ impl LocalStore {
     fn hash_folder(&self, dir: &Path, memo: bool) -> Result<Hash, CacheError> {
         let mut listing = blake3::Hasher::new();
         let mut files = 0usize;
-        let walker = walkdir::WalkDir::new(dir).sort_by_file_name().min_depth(1);
+        // A single file is its own listing; links in raw data folders are
+        // followed (artifacts hold none).
+        let walker = walkdir::WalkDir::new(dir)
+            .sort_by_file_name()
+            .follow_links(true)
+            .min_depth(if dir.is_file() { 0 } else { 1 });
         for entry in walker {
             let entry = entry.map_err(|e| CacheError::Io {
                 action: "cannot list",
@@ -410,7 +422,10 @@ impl LocalStore {
                     h
                 }
             };
-            let rel = path.strip_prefix(dir).unwrap_or(path).to_string_lossy();
+            let rel = match path.strip_prefix(dir) {
+                Ok(rel) if !rel.as_os_str().is_empty() => rel.to_string_lossy(),
+                _ => path.file_name().unwrap_or_default().to_string_lossy(),
+            };
             listing.update(rel.as_bytes());
             listing.update(&[0]);
             listing.update(&meta.len().to_le_bytes());
@@ -473,7 +488,15 @@ impl ArtifactStore for LocalStore {
         let parent = target.parent().expect("objects/ab");
         fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
         set_read_only(staged);
-        fs::rename(staged, &target).map_err(io_err("cannot publish into", &target))?;
+        if let Err(e) = fs::rename(staged, &target) {
+            // Two stages of one run may produce the same bytes at once: the
+            // other one published first, and its copy is ours.
+            if target.is_dir() && self.verify(&id).is_ok() {
+                remove_tree(staged).map_err(io_err("cannot remove", staged))?;
+                return Ok(id);
+            }
+            return Err(io_err("cannot publish into", &target)(e));
+        }
         // Fill the memo for the published paths (rename keeps mtime and inode).
         self.hash_folder(&target, true)?;
         Ok(id)

@@ -14,6 +14,7 @@
 //! dependency queue in [`crate::run`] does that in a few dozen lines.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use petgraph::algo::{tarjan_scc, toposort};
@@ -21,6 +22,11 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::spec::{did_you_mean, Location, Spec, SpecError, StageSpec};
 use crate::stage::{Registry, Resource, Stage};
+
+/// The artifact type of an input port that takes a file or folder from disk
+/// (raw data) instead of another stage's output. Its content hash enters the
+/// key like any input's, so editing the data reruns the stage.
+pub const PATH_TYPE: &str = "path";
 
 /// A checked pipeline: stages with their kind resolved and params canonical.
 pub struct Plan {
@@ -38,6 +44,8 @@ pub struct PlannedStage {
     pub params: serde_json::Value,
     /// Input name → (producing stage index, output name).
     pub inputs: BTreeMap<String, (usize, String)>,
+    /// Input name → a file or folder on disk (ports of type [`PATH_TYPE`]).
+    pub paths: BTreeMap<String, PathBuf>,
     pub resource: Resource,
 }
 
@@ -96,11 +104,13 @@ pub fn resolve(spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
             kind,
             params,
             inputs: BTreeMap::new(),
+            paths: BTreeMap::new(),
         });
     }
     for (i, s) in spec.stages.iter().enumerate() {
         let inputs = resolve_inputs(s, &spec.stages, &stages, &by_name)?;
         stages[i].inputs = inputs;
+        stages[i].paths = resolve_paths(s, stages[i].kind.as_ref())?;
     }
     let order = order(&spec, &stages)?;
     Ok(Plan {
@@ -183,6 +193,19 @@ fn resolve_inputs(
                 }
             },
         };
+        if wanted_type == PATH_TYPE {
+            return Err(error(
+                at,
+                key,
+                format!(
+                    "input `{input}` of `{}` takes a file or folder, not another stage's output",
+                    info.kind
+                ),
+                Some(format!(
+                    "write a path: inputs = {{ {input} = \"./data/…\" }} (relative to the spec)"
+                )),
+            ));
+        }
         let Some(&up) = by_name.get(reference.stage.as_str()) else {
             return Err(error(
                 at,
@@ -219,7 +242,7 @@ fn resolve_inputs(
         resolved.insert(input.clone(), (up, reference.output.clone()));
     }
     for port in &info.inputs {
-        if !s.inputs.contains_key(port.name) {
+        if !s.inputs.contains_key(port.name) && !s.paths.contains_key(port.name) {
             let at = &specs[by_name[s.name.as_str()]].at.kind;
             return Err(error(
                 at,
@@ -228,14 +251,58 @@ fn resolve_inputs(
                     "kind `{}` needs input `{}` (a `{}` artifact)",
                     info.kind, port.name, port.ty
                 ),
-                Some(format!(
-                    "add inputs = {{ {} = \"<stage>.<output>\" }}",
-                    port.name
-                )),
+                Some(if port.ty == PATH_TYPE {
+                    format!("add inputs = {{ {} = \"./path/to/data\" }}", port.name)
+                } else {
+                    format!("add inputs = {{ {} = \"<stage>.<output>\" }}", port.name)
+                }),
             ));
         }
     }
     Ok(resolved)
+}
+
+/// Checks the inputs written as paths: the port must take one and the file
+/// or folder must exist.
+fn resolve_paths(s: &StageSpec, kind: &dyn Stage) -> Result<BTreeMap<String, PathBuf>, SpecError> {
+    let info = kind.info();
+    let mut paths = BTreeMap::new();
+    for (input, path) in &s.paths {
+        let at = &s.at.inputs[input];
+        let key = format!("stages.{}.inputs.{input}", s.name);
+        let Some(port) = info.inputs.iter().find(|p| p.name == input) else {
+            let names = info.inputs.iter().map(|p| p.name);
+            return Err(error(
+                at,
+                key,
+                format!("kind `{}` has no input `{input}`", info.kind),
+                did_you_mean(input, names),
+            ));
+        };
+        if port.ty != PATH_TYPE {
+            return Err(error(
+                at,
+                key,
+                format!(
+                    "input `{input}` of `{}` takes a `{}` artifact from another stage, not a path",
+                    info.kind, port.ty
+                ),
+                Some(format!(
+                    "write inputs = {{ {input} = \"<stage>.<output>\" }}"
+                )),
+            ));
+        }
+        let Ok(absolute) = path.canonicalize() else {
+            return Err(error(
+                at,
+                key,
+                format!("no such file or folder: {}", path.display()),
+                Some("paths are relative to the folder of the spec file".into()),
+            ));
+        };
+        paths.insert(input.clone(), absolute);
+    }
+    Ok(paths)
 }
 
 /// Dependency order, ties broken by file order; a cycle is an error naming

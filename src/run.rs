@@ -346,6 +346,41 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// The content hashes of stage `i`'s inputs that are files or folders on
+/// disk (memoised by the cache, so unchanged data is not read again).
+pub fn path_input_hashes(
+    cache: &Cache,
+    plan: &Plan,
+    i: usize,
+) -> Result<BTreeMap<String, Hash>, crate::cache::CacheError> {
+    plan.stages[i]
+        .paths
+        .iter()
+        .map(|(name, path)| Ok((name.clone(), cache.hash_path(path)?)))
+        .collect()
+}
+
+/// The report of a stage whose raw input could not be read.
+fn unhashable(
+    plan: &Plan,
+    i: usize,
+    inputs: BTreeMap<String, Hash>,
+    e: crate::cache::CacheError,
+) -> StageReport {
+    StageReport {
+        name: plan.stages[i].name.clone(),
+        kind: plan.stages[i].kind.info().kind.to_string(),
+        outcome: Outcome::Failed,
+        key: None,
+        inputs,
+        outputs: BTreeMap::new(),
+        seconds: 0.0,
+        reason: None,
+        error: Some(e.to_string()),
+        notes: BTreeMap::new(),
+    }
+}
+
 /// Decides hit or miss for one stage and runs it on a miss.
 fn run_one(
     shared: &Shared<'_>,
@@ -354,6 +389,11 @@ fn run_one(
 ) -> Result<StageReport, RunError> {
     let plan = shared.plan;
     let stage = &plan.stages[i];
+    let mut inputs = inputs;
+    match path_input_hashes(shared.cache, plan, i) {
+        Ok(hashes) => inputs.extend(hashes),
+        Err(e) => return Ok(unhashable(plan, i, inputs, e)),
+    }
     let fp = fingerprint(plan, i, inputs.clone());
     let key = fp.key();
     let mut report = StageReport {
@@ -464,6 +504,10 @@ fn compute(
     let store = shared.cache.store();
     let mut input_dirs = BTreeMap::new();
     for (name, id) in inputs {
+        if let Some(path) = stage.paths.get(name) {
+            input_dirs.insert(name.clone(), path.clone());
+            continue;
+        }
         store
             .verify(id)
             .map_err(|e| anyhow::anyhow!("input `{name}`: {e}"))?;

@@ -154,6 +154,9 @@ pub struct StageSpec {
     pub name: String,
     pub kind: String,
     pub inputs: BTreeMap<String, InputRef>,
+    /// Inputs naming a file or folder on disk (written `./…`, `../…` or
+    /// `/…`), resolved against the spec file's folder.
+    pub paths: BTreeMap<String, PathBuf>,
     pub params: BTreeMap<String, toml::Value>,
     /// Where each part was written, for error messages.
     pub at: StageLocations,
@@ -362,16 +365,24 @@ fn check_stage(
     }
     let stage = stage.into_inner();
     let mut inputs = BTreeMap::new();
+    let mut paths = BTreeMap::new();
     let mut input_locs = BTreeMap::new();
     for (input, reference) in stage.inputs {
         let loc = source.location(&reference.span());
         let key = format!("stages.{name}.inputs.{}", input.get_ref());
-        let parsed = parse_input_ref(reference.get_ref()).ok_or_else(|| SpecError {
+        let text = reference.get_ref().trim();
+        if is_path(text) {
+            let base = source.path.parent().unwrap_or(Path::new("."));
+            paths.insert(input.get_ref().clone(), base.join(text));
+            input_locs.insert(input.into_inner(), loc);
+            continue;
+        }
+        let parsed = parse_input_ref(text).ok_or_else(|| SpecError {
             location: loc.clone(),
             key,
             message: format!(
-                "`{}` is not an input reference: write `<stage>.<output>`",
-                reference.get_ref()
+                "`{text}` is not an input reference: write `<stage>.<output>`, or a path \
+                 starting with `./`, `../` or `/`"
             ),
             help: Some("e.g. inputs = { data = \"sequences.data\" }".into()),
         })?;
@@ -394,8 +405,14 @@ fn check_stage(
         },
         name,
         inputs,
+        paths,
         params,
     })
+}
+
+/// Whether an input value names a file or folder rather than `<stage>.<output>`.
+fn is_path(text: &str) -> bool {
+    text.starts_with('/') || text.starts_with("./") || text.starts_with("../")
 }
 
 fn parse_input_ref(text: &str) -> Option<InputRef> {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{load_plan, CacheOptions};
 use crate::key::{Hash, StaleReason};
-use crate::run::{check_outputs, explain_miss, fingerprint};
+use crate::run::{check_outputs, explain_miss, fingerprint, path_input_hashes};
 use crate::stage::Registry;
 
 /// Options of `seqpipe status`.
@@ -60,6 +60,7 @@ pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<St
                 }
             }
         }
+        inputs.extend(path_input_hashes(&cache, &plan, i)?);
         let (reason, key) = match cascade {
             Some(reason) => (Some(reason), None),
             None => {

@@ -4,6 +4,7 @@
 //! with its catalogue entry (params with defaults, inputs, outputs):
 //!
 //! - [`synth`]: a seeded synthetic interaction log.
+//! - [`load_atomic`] (`load.atomic`): RecBole atomic files into Parquet.
 //! - [`sequences`]: per-user sequences and a leave-one-out split.
 //! - [`train`]: pop, markov and SASRec (on LibTorch, in the worker).
 //! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
@@ -20,6 +21,7 @@
 //! the models; see [`torch_worker`].
 
 pub mod evaluate;
+pub mod load_atomic;
 pub mod metrics;
 pub mod report;
 pub mod seqdata;
@@ -37,6 +39,7 @@ use seqpipe::stage::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(synth::Synth)
+        .register(load_atomic::LoadAtomic)
         .register(sequences::Sequences)
         .register(train::Train)
         .register(evaluate::Evaluate)

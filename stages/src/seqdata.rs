@@ -28,6 +28,34 @@ pub struct Meta {
     pub num_users: i64,
     pub split: String,
     pub interactions: u64,
+    /// What the interaction-count filters removed; absent when they are off
+    /// (so meta.json for default params is unchanged, and older files read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtering: Option<Filtering>,
+}
+
+/// The `sequences` interaction-count filters and their effect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filtering {
+    pub min_user_interactions: usize,
+    pub min_item_interactions: usize,
+    pub k_core: bool,
+    /// Passes over the data that removed something.
+    pub rounds: u32,
+    /// The input table.
+    pub before: Counts,
+    /// What went into the split (after the filters and `min_len`).
+    pub after: Counts,
+}
+
+/// Size of an interaction log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counts {
+    pub rows: u64,
+    pub users: u64,
+    pub items: u64,
 }
 
 /// One evaluation example: the history and the item that came next.

@@ -1,18 +1,22 @@
 //! `train` — fits a recommendation model on the training sequences.
 //!
-//! Params (defaults): `model` ("pop" | "markov" | "sasrec"; "sasrec"), and for
-//! SASRec: `dim` (64), `layers` (2), `heads` (1), `ffn_dim` (0 = dim),
-//! `dropout` (0.2), `max_len` (50), `pre_norm` (true), `epochs` (20),
-//! `batch_size` (128), `lr` (1e-3), `weight_decay` (0.0), `clip_norm` (1.0).
+//! Params (defaults): `model` ("pop" | "markov" | "sasrec" | "gru4rec";
+//! "sasrec"); for the neural models (SASRec and GRU4Rec): `dim` (64),
+//! `layers` (2), `dropout` (0.2), `max_len` (50), `epochs` (20),
+//! `batch_size` (128), `lr` (1e-3), `weight_decay` (0.0), `clip_norm` (1.0);
+//! for SASRec only: `heads` (1), `ffn_dim` (0 = dim), `pre_norm` (true); for
+//! GRU4Rec only: `hidden` (0 = dim; the GRU's hidden size; when it equals
+//! `dim` item scores are tied to the embedding table, otherwise a linear
+//! output layer is learnt).
 //! Params a model does not use are left out of its key, so `lr` on a `pop`
-//! stage changes nothing.
+//! stage, or `heads` on a `gru4rec` stage, changes nothing.
 //! Inputs: `data` (sequences). Outputs: `model` (model: `config.json`,
 //! `model.safetensors`, and `training.json` with one entry per epoch for
 //! neural models).
 //!
 //! This file declares the kind; the models and the training loop live in the
 //! `seqpipe-torch` crate and run in its worker process (see
-//! [`crate::torch_worker`]). SASRec checkpoints every epoch into the stage's
+//! [`crate::torch_worker`]). SASRec and GRU4Rec checkpoint every epoch into the stage's
 //! checkpoint folder, which survives a killed run: the rerun resumes from the
 //! last completed epoch and, on CPU, ends bit-for-bit where an uninterrupted
 //! run would have.
@@ -28,6 +32,7 @@ pub struct Params {
     pub layers: i64,
     pub heads: i64,
     pub ffn_dim: i64,
+    pub hidden: i64,
     pub dropout: f64,
     pub max_len: i64,
     pub pre_norm: bool,
@@ -46,6 +51,7 @@ impl Default for Params {
             layers: 2,
             heads: 1,
             ffn_dim: 0,
+            hidden: 0,
             dropout: 0.2,
             max_len: 50,
             pre_norm: true,
@@ -59,7 +65,36 @@ impl Default for Params {
 }
 
 /// The models this kind can train.
-pub const MODELS: [&str; 3] = ["pop", "markov", "sasrec"];
+pub const MODELS: [&str; 4] = ["pop", "markov", "sasrec", "gru4rec"];
+
+/// The params each neural model is keyed on (besides `model`); the others
+/// are left out of its key, so changing them reruns nothing.
+const SASREC_PARAMS: [&str; 12] = [
+    "dim",
+    "layers",
+    "heads",
+    "ffn_dim",
+    "dropout",
+    "max_len",
+    "pre_norm",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "clip_norm",
+];
+const GRU4REC_PARAMS: [&str; 10] = [
+    "dim",
+    "hidden",
+    "layers",
+    "dropout",
+    "max_len",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "clip_norm",
+];
 
 pub struct Train;
 
@@ -72,24 +107,25 @@ impl TypedStage for Train {
         KindInfo {
             kind: "train",
             version: VERSION,
-            summary: "Trains pop, markov or SASRec on the training sequences; SASRec resumes from per-epoch checkpoints.",
+            summary: "Trains pop, markov, SASRec or GRU4Rec on the training sequences; the neural models resume from per-epoch checkpoints.",
             inputs: vec![Port { name: "data", ty: "sequences", doc: "output of `sequences`" }],
             extra_inputs: None,
             outputs: vec![Port { name: "model", ty: "model", doc: "config.json + model.safetensors (+ training.json)" }],
             params: vec![
-                ParamDoc { name: "model", doc: "pop | markov | sasrec" },
-                ParamDoc { name: "dim", doc: "sasrec: embedding size" },
-                ParamDoc { name: "layers", doc: "sasrec: self-attention blocks" },
+                ParamDoc { name: "model", doc: "pop | markov | sasrec | gru4rec" },
+                ParamDoc { name: "dim", doc: "sasrec, gru4rec: item embedding size" },
+                ParamDoc { name: "layers", doc: "sasrec: self-attention blocks; gru4rec: stacked GRU layers" },
                 ParamDoc { name: "heads", doc: "sasrec: attention heads (must divide dim)" },
                 ParamDoc { name: "ffn_dim", doc: "sasrec: feed-forward width (0 = dim)" },
-                ParamDoc { name: "dropout", doc: "sasrec: dropout rate" },
-                ParamDoc { name: "max_len", doc: "sasrec: most recent items the model reads" },
+                ParamDoc { name: "hidden", doc: "gru4rec: GRU hidden size (0 = dim: scores tied to the item embeddings; else a linear output layer)" },
+                ParamDoc { name: "dropout", doc: "sasrec, gru4rec: dropout rate" },
+                ParamDoc { name: "max_len", doc: "sasrec, gru4rec: most recent items the model reads" },
                 ParamDoc { name: "pre_norm", doc: "sasrec: LayerNorm before (true) or after each block" },
-                ParamDoc { name: "epochs", doc: "sasrec: passes over the training sequences" },
-                ParamDoc { name: "batch_size", doc: "sasrec: sequences per step" },
-                ParamDoc { name: "lr", doc: "sasrec: AdamW learning rate" },
-                ParamDoc { name: "weight_decay", doc: "sasrec: AdamW decoupled weight decay" },
-                ParamDoc { name: "clip_norm", doc: "sasrec: gradient-norm clipping (0 = off)" },
+                ParamDoc { name: "epochs", doc: "sasrec, gru4rec: passes over the training sequences" },
+                ParamDoc { name: "batch_size", doc: "sasrec, gru4rec: sequences per step" },
+                ParamDoc { name: "lr", doc: "sasrec, gru4rec: AdamW learning rate" },
+                ParamDoc { name: "weight_decay", doc: "sasrec, gru4rec: AdamW decoupled weight decay" },
+                ParamDoc { name: "clip_norm", doc: "sasrec, gru4rec: gradient-norm clipping (0 = off)" },
             ],
             resource: Resource::Tensor,
         }
@@ -103,26 +139,35 @@ impl TypedStage for Train {
                 MODELS.join(", ")
             ));
         }
-        if p.model == "sasrec" {
+        if p.model == "sasrec" || p.model == "gru4rec" {
             positive("dim", p.dim)?;
             positive("layers", p.layers)?;
-            positive("heads", p.heads)?;
             positive("max_len", p.max_len)?;
             positive("epochs", p.epochs as i64)?;
             positive("batch_size", p.batch_size as i64)?;
-            if p.dim % p.heads != 0 {
-                return Err(format!("heads: {} does not divide dim {}", p.heads, p.dim));
-            }
             if !(0.0..1.0).contains(&p.dropout) {
                 return Err(format!("dropout: {} is not in [0, 1)", p.dropout));
             }
+        }
+        if p.model == "sasrec" {
+            positive("heads", p.heads)?;
+            if p.dim % p.heads != 0 {
+                return Err(format!("heads: {} does not divide dim {}", p.heads, p.dim));
+            }
+        }
+        if p.model == "gru4rec" && p.hidden < 0 {
+            return Err(format!(
+                "hidden: must be 0 (= dim) or above, not {}",
+                p.hidden
+            ));
         }
         Ok(())
     }
 
     fn canonical(&self, p: &Params) -> serde_json::Value {
         match p.model.as_str() {
-            "sasrec" => serde_json::to_value(p).unwrap_or_default(),
+            "sasrec" => keep_params(p, &SASREC_PARAMS),
+            "gru4rec" => keep_params(p, &GRU4REC_PARAMS),
             // Baselines have no hyperparameters: only the model name matters.
             other => serde_json::json!({ "model": other }),
         }
@@ -133,10 +178,85 @@ impl TypedStage for Train {
     }
 }
 
+/// `p` as JSON with only `model` and `keys`. For SASRec this is exactly the
+/// object all its keys were computed from before `hidden` existed, so
+/// existing SASRec artifacts stay cached.
+fn keep_params(p: &Params, keys: &[&str]) -> serde_json::Value {
+    let mut all = match serde_json::to_value(p) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => return serde_json::Value::Null,
+    };
+    all.retain(|k, _| k == "model" || keys.contains(&k.as_str()));
+    serde_json::Value::Object(all)
+}
+
 fn positive(key: &str, value: i64) -> Result<(), String> {
     if value > 0 {
         Ok(())
     } else {
         Err(format!("{key}: must be above 0, not {value}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasrec_key_ignores_hidden_and_is_unchanged() {
+        let p = Params::default();
+        let mut before = serde_json::to_value(&p).unwrap();
+        before.as_object_mut().unwrap().remove("hidden");
+        assert_eq!(Train.canonical(&p), before);
+        let other = Params { hidden: 32, ..p };
+        assert_eq!(Train.canonical(&other), before);
+    }
+
+    #[test]
+    fn gru4rec_key_holds_only_its_params() {
+        let p = Params {
+            model: "gru4rec".into(),
+            ..Params::default()
+        };
+        let key = Train.canonical(&p);
+        let mut names: Vec<&str> = key
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort();
+        let mut want: Vec<&str> = GRU4REC_PARAMS.iter().copied().chain(["model"]).collect();
+        want.sort();
+        assert_eq!(names, want);
+        let unused = Params {
+            heads: 4,
+            ffn_dim: 7,
+            pre_norm: false,
+            ..p.clone()
+        };
+        assert_eq!(Train.canonical(&unused), key);
+        let used = Params {
+            hidden: 32,
+            ..p.clone()
+        };
+        assert_ne!(Train.canonical(&used), key);
+    }
+
+    #[test]
+    fn gru4rec_validation() {
+        let p = Params {
+            model: "gru4rec".into(),
+            heads: 3,
+            ..Params::default()
+        };
+        assert!(Train.validate(&p).is_ok(), "heads is not a gru4rec param");
+        let bad = Params {
+            hidden: -1,
+            ..p.clone()
+        };
+        assert!(Train.validate(&bad).unwrap_err().starts_with("hidden:"));
+        let bad = Params { layers: 0, ..p };
+        assert!(Train.validate(&bad).unwrap_err().starts_with("layers:"));
     }
 }

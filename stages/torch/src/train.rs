@@ -2,12 +2,15 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use seqpipe::stage::{KindInfo, StageContext, TypedStage};
 use seqpipe_stages::seqdata::SequenceData;
 use seqpipe_stages::train::{Params, Train};
 
+use crate::models::gru4rec::Gru4RecConfig;
 use crate::models::sasrec::SasRecConfig;
-use crate::models::sasrec_train::{self, TrainConfig};
+use crate::models::trainer::{self, ModelConfig, TrainConfig};
 use crate::models::{markov::Markov, pop::Pop};
 
 pub struct TrainImpl;
@@ -33,12 +36,39 @@ impl TypedStage for TrainImpl {
         match p.model.as_str() {
             "pop" => Pop::fit(&data.train, n).save(&out),
             "markov" => Markov::fit(&data.train, n).save(&out),
-            _ => train_sasrec(&p, &data, ctx, &out),
+            "sasrec" => {
+                let model = SasRecConfig {
+                    num_items: n,
+                    max_len: p.max_len,
+                    dim: p.dim,
+                    layers: p.layers,
+                    heads: p.heads,
+                    ffn_dim: p.ffn_dim,
+                    dropout: p.dropout,
+                    pre_norm: p.pre_norm,
+                };
+                train_neural(&model, &p, &data, ctx, &out)
+            }
+            "gru4rec" => {
+                let model = Gru4RecConfig {
+                    num_items: n,
+                    max_len: p.max_len,
+                    dim: p.dim,
+                    hidden: p.hidden,
+                    layers: p.layers,
+                    dropout: p.dropout,
+                };
+                train_neural(&model, &p, &data, ctx, &out)
+            }
+            other => anyhow::bail!("params.model: no implementation for model `{other}`"),
         }
     }
 }
 
-fn train_sasrec(
+/// Trains a neural model through the shared trainer: progress bar, resume
+/// message and notes are the same for every model.
+fn train_neural<C: ModelConfig>(
+    model: &C,
     p: &Params,
     data: &SequenceData,
     ctx: &mut StageContext<'_>,
@@ -46,16 +76,6 @@ fn train_sasrec(
 ) -> anyhow::Result<()> {
     let device = crate::device::resolve(ctx.device)?;
     crate::note_runtime(ctx, device);
-    let model = SasRecConfig {
-        num_items: data.meta.num_items,
-        max_len: p.max_len,
-        dim: p.dim,
-        layers: p.layers,
-        heads: p.heads,
-        ffn_dim: p.ffn_dim,
-        dropout: p.dropout,
-        pre_norm: p.pre_norm,
-    };
     let cfg = TrainConfig {
         epochs: p.epochs,
         batch_size: p.batch_size,
@@ -71,7 +91,7 @@ fn train_sasrec(
         .filter(|s| s.len() >= 2)
         .collect();
     let bar = ctx.progress.bar(ctx.stage, "epochs", p.epochs as u64);
-    let resumed = sasrec_train::checkpointed_epochs(&ctx.checkpoint_dir);
+    let resumed = trainer::checkpointed_epochs(&ctx.checkpoint_dir);
     if resumed > 0 {
         ctx.progress.println(&format!(
             "{}: resuming from the checkpoint after epoch {resumed} of {}",
@@ -81,7 +101,7 @@ fn train_sasrec(
         bar.set_position(resumed as u64);
     }
     let stage = ctx.stage.to_string();
-    let mut on_epoch = |s: &sasrec_train::EpochStats| {
+    let mut on_epoch = |s: &trainer::EpochStats| {
         bar.set_position(s.epoch as u64 + 1);
         bar.set_message(format!("loss {:.4}", s.train_loss));
         tracing::info!(
@@ -92,8 +112,8 @@ fn train_sasrec(
             s.samples_per_sec
         );
     };
-    let (vs, stats) = sasrec_train::train_sasrec(
-        &model,
+    let (vs, stats) = trainer::train(
+        model,
         &cfg,
         &seqs,
         ctx.seed,
@@ -102,11 +122,9 @@ fn train_sasrec(
         &mut on_epoch,
     )?;
     bar.finish_and_clear();
-    sasrec_train::save_model(&vs, &model, out)?;
-    // Tag the config with the model name so `models::load` can dispatch.
-    let mut config = serde_json::to_value(&model)?;
-    config["model"] = "sasrec".into();
-    crate::models::write_config(out, &config)?;
+    // config.json is tagged with the model name so `models::load` can dispatch.
+    trainer::save_model(&vs, model, out)
+        .with_context(|| format!("{}: saving the trained {}", ctx.stage, C::NAME))?;
     write_training_log(out, &stats)?;
     // Timings are facts about this run, not about the model: they go to the
     // manifest, so the artifact's bytes (and hash) do not depend on them.
@@ -121,7 +139,7 @@ fn train_sasrec(
 }
 
 /// `training.json`: the loss of every epoch, and nothing run-dependent.
-fn write_training_log(out: &Path, stats: &[sasrec_train::EpochStats]) -> anyhow::Result<()> {
+fn write_training_log(out: &Path, stats: &[trainer::EpochStats]) -> anyhow::Result<()> {
     let epochs: Vec<_> = stats
         .iter()
         .map(|s| serde_json::json!({ "epoch": s.epoch + 1, "train_loss": s.train_loss }))

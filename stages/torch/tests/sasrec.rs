@@ -2,9 +2,10 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqpipe_torch::models::sasrec::{left_pad_batch, SasRec, SasRecConfig};
-use seqpipe_torch::models::sasrec_train::{
-    load_model, save_model, torch_rng_lock, train_sasrec, EpochStats, TrainConfig,
+use seqpipe_torch::models::left_pad_batch;
+use seqpipe_torch::models::sasrec::{SasRec, SasRecConfig};
+use seqpipe_torch::models::trainer::{
+    load_model, save_model, torch_rng_lock, train as train_sasrec, EpochStats, TrainConfig,
 };
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -272,7 +273,7 @@ fn learns_planted_successor_rule() {
     // save_model / load_model round trip gives the same scores.
     let out = tmp.path().join("model");
     save_model(&vs, &mcfg, &out).unwrap();
-    let (_vs2, model2) = load_model(&out, Device::Cpu).unwrap();
+    let (_vs2, model2) = load_model::<SasRecConfig>(&out, Device::Cpu).unwrap();
     assert_eq!(model2.config(), &mcfg);
     assert!(model2.score_last(&x).equal(&scores));
 }

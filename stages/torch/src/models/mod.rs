@@ -8,17 +8,27 @@
 //! - [`pop`]: most popular items in training.
 //! - [`markov`]: first-order transitions, backing off to popularity.
 //! - [`sasrec`]: self-attentive sequential recommendation (Kang & McAuley 2018).
+//! - [`gru4rec`]: session-based recommendation with a GRU (Hidasi et al. 2016).
+//!
+//! The neural models share [`trainer`] (batching, full-softmax loss, [`optim`]'s
+//! AdamW, checkpoints and resume) through its two traits, and one scorer,
+//! [`SeqScorer`].
 
+pub mod gru4rec;
 pub mod markov;
 pub mod optim;
 pub mod pop;
 pub mod sasrec;
-pub mod sasrec_train;
+pub mod trainer;
 
 use std::path::Path;
 
 use anyhow::Context;
 use serde::Deserialize;
+use tch::nn::{self, Init};
+use tch::Tensor;
+
+use trainer::{ModelConfig, SequenceModel};
 
 /// Scores every item (index 0 = padding, scored −∞) as the next item after
 /// each history.
@@ -41,7 +51,12 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> 
     match header.model.as_str() {
         "pop" => Ok(Box::new(pop::Pop::load(dir)?)),
         "markov" => Ok(Box::new(markov::Markov::load(dir)?)),
-        "sasrec" => Ok(Box::new(SasRecScorer::load(dir, device)?)),
+        "sasrec" => Ok(Box::new(SeqScorer::<sasrec::SasRecConfig>::load(
+            dir, device,
+        )?)),
+        "gru4rec" => Ok(Box::new(SeqScorer::<gru4rec::Gru4RecConfig>::load(
+            dir, device,
+        )?)),
         other => anyhow::bail!("{}: unknown model `{other}`", path.display()),
     }
 }
@@ -82,24 +97,35 @@ pub fn item_counts(train: &[(i64, Vec<i64>)], num_items: i64) -> Vec<f32> {
     counts
 }
 
-/// A trained SASRec as a [`Scorer`]: histories are cut to the model's last
-/// `max_len` items and left-padded.
-pub struct SasRecScorer {
-    _vs: tch::nn::VarStore,
-    model: sasrec::SasRec,
+/// A trained neural model as a [`Scorer`]: histories are cut to the model's
+/// last `max_len` items and left-padded.
+pub struct SeqScorer<C: ModelConfig> {
+    // Owns the variables the model's tensors point into.
+    _vs: nn::VarStore,
+    model: C::Model,
+    max_len: i64,
 }
 
-impl SasRecScorer {
-    pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<SasRecScorer> {
-        let (vs, model) = sasrec_train::load_model(dir, device)?;
-        Ok(SasRecScorer { _vs: vs, model })
+impl<C: ModelConfig> SeqScorer<C> {
+    pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<SeqScorer<C>> {
+        let cfg_path = dir.join("config.json");
+        let cfg: C = serde_json::from_slice(
+            &std::fs::read(&cfg_path)
+                .with_context(|| format!("cannot read {}", cfg_path.display()))?,
+        )
+        .with_context(|| format!("cannot parse {}", cfg_path.display()))?;
+        let (vs, model) = trainer::load_model::<C>(dir, device)?;
+        Ok(SeqScorer {
+            _vs: vs,
+            model,
+            max_len: cfg.max_len(),
+        })
     }
 }
 
-impl Scorer for SasRecScorer {
+impl<C: ModelConfig> Scorer for SeqScorer<C> {
     fn score(&self, histories: &[Vec<i64>]) -> anyhow::Result<Vec<Vec<f32>>> {
-        let max_len = self.model.config().max_len;
-        let batch = sasrec::left_pad_batch(histories, max_len).to_device(self.model.device());
+        let batch = left_pad_batch(histories, self.max_len).to_device(self.model.device());
         let scores = self
             .model
             .score_last(&batch)
@@ -108,5 +134,46 @@ impl Scorer for SasRecScorer {
         let width = scores.size()[1] as usize;
         let flat = Vec::<f32>::try_from(scores.flatten(0, -1))?;
         Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// Stacks histories into the models' input layout: each sequence cut to its
+/// last `max_len` items and LEFT-padded with 0 to the longest of them (at
+/// least 1 column). Returns [B, L] int64 on the CPU.
+pub fn left_pad_batch<S: AsRef<[i64]>>(seqs: &[S], max_len: i64) -> Tensor {
+    let max_len = max_len.max(1) as usize;
+    let cut = |s: &[i64]| s.len().min(max_len);
+    let l = seqs
+        .iter()
+        .map(|s| cut(s.as_ref()))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut flat = vec![0i64; seqs.len() * l];
+    for (r, s) in seqs.iter().enumerate() {
+        let s = s.as_ref();
+        let k = cut(s);
+        flat[r * l + (l - k)..(r + 1) * l].copy_from_slice(&s[s.len() - k..]);
+    }
+    Tensor::from_slice(&flat).view([seqs.len() as i64, l as i64])
+}
+
+/// Returns the variable `name` under `p` if the var store already holds it
+/// (checking its shape), otherwise creates it with `init`. Unlike
+/// `Entry::or_var`, an existing variable costs no RNG draw, which is what lets
+/// [`ModelConfig::build`] rebind a trained var store without disturbing a
+/// seeded run.
+pub(crate) fn param(p: &nn::Path, name: &str, dims: &[i64], init: Init) -> Tensor {
+    match p.get(name) {
+        Some(t) => {
+            assert_eq!(
+                t.size(),
+                dims,
+                "existing variable {} has the wrong shape",
+                p.path(name)
+            );
+            t
+        }
+        None => p.var(name, dims, init),
     }
 }

@@ -9,9 +9,9 @@
 //! Where this implementation deviates from the paper:
 //!
 //! * **Loss.** The paper trains with binary cross-entropy against one sampled
-//!   negative per position. This module only provides the model; the training
-//!   loop in `train.rs` uses full-softmax cross-entropy over the whole catalogue
-//!   at every position, the "strong" variant (SASRec+ / SASRec-CE, cf.
+//!   negative per position. This module only provides the model; the shared
+//!   training loop in `trainer.rs` uses full-softmax cross-entropy over the
+//!   whole catalogue at every position, the "strong" variant (SASRec+ / SASRec-CE, cf.
 //!   Klenitskiy & Vasilev, RecSys 2023), which is markedly better and is what
 //!   modern comparisons expect.
 //! * **Normalisation.** `pre_norm = true` (the default) uses the usual pre-LN
@@ -39,6 +39,9 @@
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
+
+use super::param;
+use super::trainer::{ModelConfig, SequenceModel};
 
 /// Hyper-parameters of a SasRec model. Serialised next to the weights.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -133,27 +136,9 @@ impl SasRecConfig {
     }
 }
 
-/// Returns the variable `name` under `p` if the var store already holds it
-/// (checking its shape), otherwise creates it with `init`. Unlike
-/// `Entry::or_var`, an existing variable costs no RNG draw.
-fn param(p: &nn::Path, name: &str, dims: &[i64], init: Init) -> Tensor {
-    match p.get(name) {
-        Some(t) => {
-            assert_eq!(
-                t.size(),
-                dims,
-                "existing variable {} has the wrong shape",
-                p.path(name)
-            );
-            t
-        }
-        None => p.var(name, dims, init),
-    }
-}
-
-/// A linear layer built with [`param`], so that building a model on a
-/// var store that already holds these variables binds to them instead of
-/// creating duplicates. Initialised like PyTorch's `nn.Linear`.
+/// A linear layer built with [`param`](super::param), so that building a
+/// model on a var store that already holds these variables binds to them
+/// instead of creating duplicates. Initialised like PyTorch's `nn.Linear`.
 struct Linear {
     ws: Tensor,
     bs: Tensor,
@@ -321,9 +306,9 @@ impl SasRec {
     /// Builds the model under `p`. Variables that already exist in the var
     /// store under the same names are reused without any RNG draw (so
     /// `SasRec::new(&vs.root(), cfg)` on the var store returned by
-    /// `train_sasrec` gives the trained model); missing ones are created and
-    /// initialised from torch's global RNG (seed it with `tch::manual_seed`
-    /// first for reproducible weights).
+    /// [`trainer::train`](super::trainer::train) gives the trained model);
+    /// missing ones are created and initialised from torch's global RNG (seed
+    /// it with `tch::manual_seed` first for reproducible weights).
     ///
     /// Panics if `cfg` is invalid (see [`SasRecConfig::validate`]).
     pub fn new(p: &nn::Path, cfg: &SasRecConfig) -> SasRec {
@@ -332,8 +317,9 @@ impl SasRec {
 
     /// Like [`SasRec::new`] but missing variables are created zero-filled,
     /// without drawing from torch's global RNG: for building a model whose
-    /// weights are loaded right after (see `train::load_model`), so that doing
-    /// so cannot disturb a seeded training run elsewhere in the process.
+    /// weights are loaded right after (see [`super::trainer::load_model`]), so
+    /// that doing so cannot disturb a seeded training run elsewhere in the
+    /// process.
     pub fn new_uninit(p: &nn::Path, cfg: &SasRecConfig) -> SasRec {
         Self::build(p, cfg, false)
     }
@@ -452,23 +438,45 @@ impl SasRec {
     }
 }
 
-/// Stacks histories into the model's input layout: each sequence cut to its
-/// last `max_len` items and LEFT-padded with 0 to the longest of them (at
-/// least 1 column). Returns [B, L] int64 on the CPU.
-pub fn left_pad_batch<S: AsRef<[i64]>>(seqs: &[S], max_len: i64) -> Tensor {
-    let max_len = max_len.max(1) as usize;
-    let cut = |s: &[i64]| s.len().min(max_len);
-    let l = seqs
-        .iter()
-        .map(|s| cut(s.as_ref()))
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let mut flat = vec![0i64; seqs.len() * l];
-    for (r, s) in seqs.iter().enumerate() {
-        let s = s.as_ref();
-        let k = cut(s);
-        flat[r * l + (l - k)..(r + 1) * l].copy_from_slice(&s[s.len() - k..]);
+impl ModelConfig for SasRecConfig {
+    type Model = SasRec;
+    const NAME: &'static str = "sasrec";
+
+    fn check(&self) -> anyhow::Result<()> {
+        self.validate()
     }
-    Tensor::from_slice(&flat).view([seqs.len() as i64, l as i64])
+
+    fn num_items(&self) -> i64 {
+        self.num_items
+    }
+
+    fn max_len(&self) -> i64 {
+        self.max_len
+    }
+
+    fn build(&self, p: &nn::Path) -> SasRec {
+        SasRec::new(p, self)
+    }
+
+    fn build_uninit(&self, p: &nn::Path) -> SasRec {
+        SasRec::new_uninit(p, self)
+    }
+}
+
+impl SequenceModel for SasRec {
+    fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
+        SasRec::encode(self, seqs, train)
+    }
+
+    fn item_logits(&self, hidden: &Tensor) -> Tensor {
+        SasRec::item_logits(self, hidden)
+    }
+
+    fn score_last(&self, seqs: &Tensor) -> Tensor {
+        SasRec::score_last(self, seqs)
+    }
+
+    fn device(&self) -> Device {
+        SasRec::device(self)
+    }
 }

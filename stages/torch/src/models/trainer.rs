@@ -1,5 +1,15 @@
-//! Resumable, deterministic training of [`SasRec`] with full-softmax
-//! cross-entropy, plus saving and loading of trained models.
+//! The model-agnostic trainer: resumable, deterministic training of any
+//! [`SequenceModel`] with full-softmax cross-entropy at every real position,
+//! plus saving and loading of trained models.
+//!
+//! A model plugs in through two small traits. Its config implements
+//! [`ModelConfig`] (name, validation, catalogue size, history length, and how
+//! to build the model on a var store); the model implements
+//! [`SequenceModel`] (left-padded `[B, L]` item ids → hidden states
+//! `[B, L, D]`, hidden states → item logits, last-position scores). Batching,
+//! the loss, the optimiser ([`AdamW`] with saved state), gradient clipping,
+//! checkpoints and resume are written once here, so every model gets the same
+//! guarantees.
 //!
 //! Determinism: an epoch's result depends only on the state at its start.
 //! The batch order of epoch `e` is a permutation drawn from a fresh
@@ -9,15 +19,15 @@
 //! statistics so far are checkpointed atomically; a later call on the same
 //! checkpoint directory continues from the next epoch and, on CPU, ends with
 //! bit-for-bit the same weights as an uninterrupted run. (On CUDA some kernels
-//! — index/embedding backward, attention — are not deterministic, so resumed
-//! and uninterrupted runs agree only statistically.)
+//! — index/embedding backward, attention, cuDNN RNNs — are not deterministic,
+//! so resumed and uninterrupted runs agree only statistically.)
 //!
 //! Dropout and initialisation draw from torch's *process-global* generator.
-//! `train_sasrec` therefore holds [`torch_rng_lock`] for its whole run, so two
+//! [`train`] therefore holds [`torch_rng_lock`] for its whole run, so two
 //! trainings in one process never interleave their draws; other code in the
 //! same process that draws from torch's RNG while a training runs (random
-//! tensors, dropout in train mode, `SasRec::new` on an empty var store) must
-//! hold the lock as well, or it breaks reproducibility.
+//! tensors, dropout in train mode, [`ModelConfig::build`] on an empty var
+//! store) must hold the lock as well, or it breaks reproducibility.
 //!
 //! Checkpoint layout in `checkpoint_dir`: `checkpoint.json` (the commit
 //! point: configuration, epochs done, stats, and the name of the tensor file)
@@ -35,14 +45,58 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tch::nn::VarStore;
+use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::models::optim::{AdamW, AdamWConfig};
-use crate::models::sasrec::{SasRec, SasRecConfig};
 
-/// Optimisation settings for [`train_sasrec`]. Every field has a default.
+/// A model's hyper-parameters, as the trainer needs them. Serialised next to
+/// the weights (`config.json`, tagged with [`ModelConfig::NAME`]) and into
+/// every checkpoint, where a resume compares them.
+pub trait ModelConfig: Serialize + DeserializeOwned + Clone + PartialEq {
+    /// The model built from this config.
+    type Model: SequenceModel;
+    /// The `model` tag of `config.json` that `models::load` dispatches on.
+    const NAME: &'static str;
+    /// Checks that the hyper-parameters are usable.
+    fn check(&self) -> Result<()>;
+    /// Number of real items; items are `1..=num_items`, 0 is padding.
+    fn num_items(&self) -> i64;
+    /// Longest history the model reads; training keeps the last `max_len`
+    /// inputs of each sequence and scoring the last `max_len` history items.
+    fn max_len(&self) -> i64;
+    /// Builds the model under `p`, reusing variables the var store already
+    /// holds (no RNG draw for those) and initialising missing ones from
+    /// torch's global RNG.
+    fn build(&self, p: &nn::Path) -> Self::Model;
+    /// Like [`ModelConfig::build`], but missing variables are zero-filled
+    /// without any RNG draw: for a model whose weights are loaded right after.
+    fn build_uninit(&self, p: &nn::Path) -> Self::Model;
+}
+
+/// A next-item model over LEFT-padded histories (items `1..=num_items`, 0 =
+/// padding).
+pub trait SequenceModel {
+    /// `seqs`: [B, L] int64, `L <= max_len`. Returns [B, L, D]: the state at
+    /// position `t` depends only on items at positions `<= t` (it predicts
+    /// the item at `t + 1`) and not on how much left padding the row has;
+    /// padded positions come out as zeros. `train` switches dropout on.
+    fn encode(&self, seqs: &Tensor, train: bool) -> Tensor;
+    /// Scores of items `1..=num_items` for hidden states [..., D]: returns
+    /// [..., num_items], column `k` holding item `k + 1`, so that the padding
+    /// item never enters the softmax.
+    fn item_logits(&self, hidden: &Tensor) -> Tensor;
+    /// Next-item scores after the last position of each left-padded history,
+    /// in eval mode and without gradients: [B, num_items + 1] float, column
+    /// `i` scoring item `i`, column 0 (padding) `-inf`.
+    fn score_last(&self, seqs: &Tensor) -> Tensor;
+    /// The device the model's weights live on.
+    fn device(&self) -> Device;
+}
+
+/// Optimisation settings for [`train`]. Every field has a default.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default)]
 pub struct TrainConfig {
@@ -118,7 +172,7 @@ pub struct EpochStats {
 static TORCH_RNG: Mutex<()> = Mutex::new(());
 
 /// Serialises users of torch's process-global RNG; see the module docs.
-/// Not re-entrant: do not call [`train_sasrec`] while holding it.
+/// Not re-entrant: do not call [`train`] while holding it.
 pub fn torch_rng_lock() -> MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -133,7 +187,9 @@ struct CheckpointMeta {
     /// File name (in the checkpoint directory) of the tensors.
     tensors: String,
     seed: u64,
-    model: SasRecConfig,
+    /// The model config as serialised by [`ModelConfig`] (untagged, so that
+    /// checkpoints written before the trainer was generic still resume).
+    model: serde_json::Value,
     /// The training config without `epochs`, which may grow on resume.
     train: serde_json::Value,
     data_fingerprint: u64,
@@ -142,10 +198,11 @@ struct CheckpointMeta {
     loss_bits: Vec<u64>,
 }
 
-/// Trains a SasRec model on `train_seqs` (one chronological item sequence per
-/// user, items in `1..=num_items`), resuming from `checkpoint_dir` if it holds
-/// a checkpoint of the same run (same model config, training config apart
-/// from `epochs`, seed and data; anything else is an error).
+/// Trains the model `model_cfg` describes on `train_seqs` (one chronological
+/// item sequence per user, items in `1..=num_items`), resuming from
+/// `checkpoint_dir` if it holds a checkpoint of the same run (same model
+/// config, training config apart from `epochs`, seed and data; anything else
+/// is an error).
 ///
 /// Each sequence `s` with at least two items contributes input `s[..n-1]` and
 /// targets `s[1..]`, cut to the last `max_len` positions; the loss is
@@ -153,11 +210,11 @@ struct CheckpointMeta {
 ///
 /// `on_epoch` is called after each newly trained epoch, once its checkpoint
 /// is committed. Returns the var store holding the model (rebuild the module
-/// with `SasRec::new(&vs.root(), model_cfg)`) and the stats of all epochs,
-/// restored ones included. A checkpoint with more epochs than `cfg.epochs`
+/// with `model_cfg.build(&vs.root())`, which then draws nothing) and the
+/// stats of all epochs, restored ones included. A checkpoint with more epochs than `cfg.epochs`
 /// is an error; one with exactly `cfg.epochs` is returned without training.
-pub fn train_sasrec(
-    model_cfg: &SasRecConfig,
+pub fn train<C: ModelConfig>(
+    model_cfg: &C,
     cfg: &TrainConfig,
     train_seqs: &[Vec<i64>],
     seed: u64,
@@ -165,14 +222,15 @@ pub fn train_sasrec(
     checkpoint_dir: &Path,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(VarStore, Vec<EpochStats>)> {
-    model_cfg.validate()?;
+    model_cfg.check()?;
     cfg.validate()?;
-    let windows = training_windows(train_seqs, model_cfg)?;
+    let windows = training_windows(train_seqs, model_cfg.num_items(), model_cfg.max_len())?;
     ensure!(
         !windows.is_empty(),
         "no training sequence has at least two items"
     );
     let fingerprint = data_fingerprint(train_seqs);
+    let model_json = serde_json::to_value(model_cfg)?;
     let mut train_json = serde_json::to_value(cfg)?;
     if let Some(obj) = train_json.as_object_mut() {
         obj.remove("epochs");
@@ -183,7 +241,7 @@ pub fn train_sasrec(
     let _rng_guard = torch_rng_lock();
     tch::manual_seed(seed as i64);
     let vs = VarStore::new(device);
-    let model = SasRec::new(&vs.root(), model_cfg);
+    let model = model_cfg.build(&vs.root());
     let mut opt = AdamW::from_var_store(&vs, cfg.adamw());
 
     let mut stats: Vec<EpochStats> = Vec::new();
@@ -194,7 +252,7 @@ pub fn train_sasrec(
             meta.format
         );
         ensure!(
-            meta.model == *model_cfg,
+            meta.model == model_json,
             "checkpoint in {} was written for another model config",
             checkpoint_dir.display()
         );
@@ -249,7 +307,6 @@ pub fn train_sasrec(
         }
     }
 
-    let dim = model_cfg.dim;
     for epoch in stats.len()..cfg.epochs {
         let start = Instant::now();
         tch::manual_seed(seed.wrapping_add(epoch as u64) as i64);
@@ -259,6 +316,7 @@ pub fn train_sasrec(
         for chunk in order.chunks(cfg.batch_size) {
             let batch = make_batch(&windows, chunk, device);
             let hidden = model.encode(&batch.inputs, true); // [B, L, D]
+            let dim = hidden.size()[2];
             let hidden = hidden.view([-1, dim]).index_select(0, &batch.positions);
             let logits = model.item_logits(&hidden); // [T, num_items]
             let loss = logits.cross_entropy_loss::<Tensor>(
@@ -290,7 +348,7 @@ pub fn train_sasrec(
             epochs_done: stats.len(),
             tensors: format!("checkpoint-epoch{:05}.safetensors", stats.len()),
             seed,
-            model: model_cfg.clone(),
+            model: model_json.clone(),
             train: train_json.clone(),
             data_fingerprint: fingerprint,
             loss_bits: stats.iter().map(|s| s.train_loss.to_bits()).collect(),
@@ -303,30 +361,34 @@ pub fn train_sasrec(
 }
 
 /// Writes `model.safetensors` (every variable, by var-store name) and
-/// `config.json` into `dir`, each atomically.
-pub fn save_model(vs: &VarStore, cfg: &SasRecConfig, dir: &Path) -> Result<()> {
+/// `config.json` (the config tagged with `"model": C::NAME`) into `dir`, each
+/// atomically.
+pub fn save_model<C: ModelConfig>(vs: &VarStore, cfg: &C, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let named = cpu_vars(vs, "");
     write_atomic(dir, "model.safetensors", |tmp| {
         Tensor::write_safetensors(&named, tmp)?;
         Ok(())
     })?;
-    let json = serde_json::to_vec_pretty(cfg)?;
+    let mut config = serde_json::to_value(cfg)?;
+    config["model"] = C::NAME.into();
+    let json = serde_json::to_vec_pretty(&config)?;
     write_atomic(dir, "config.json", |tmp| Ok(fs::write(tmp, &json)?))?;
     Ok(())
 }
 
 /// Loads a model written by [`save_model`] onto `device`. Draws nothing from
 /// torch's RNG. Missing, extra or mis-shaped tensors are errors.
-pub fn load_model(dir: &Path, device: Device) -> Result<(VarStore, SasRec)> {
+pub fn load_model<C: ModelConfig>(dir: &Path, device: Device) -> Result<(VarStore, C::Model)> {
     let cfg_path = dir.join("config.json");
-    let cfg: SasRecConfig = serde_json::from_slice(
+    let cfg: C = serde_json::from_slice(
         &fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?,
     )
     .with_context(|| format!("parsing {}", cfg_path.display()))?;
-    cfg.validate()?;
+    cfg.check()
+        .with_context(|| format!("{} is not a usable {} config", cfg_path.display(), C::NAME))?;
     let vs = VarStore::new(device);
-    let model = SasRec::new_uninit(&vs.root(), &cfg);
+    let model = cfg.build_uninit(&vs.root());
     let path = dir.join("model.safetensors");
     let tensors =
         Tensor::read_safetensors(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -336,15 +398,12 @@ pub fn load_model(dir: &Path, device: Device) -> Result<(VarStore, SasRec)> {
 
 /// The part of each usable sequence that training sees: its last
 /// `max_len + 1` items (inputs are all but the last, targets all but the first).
-fn training_windows<'a>(seqs: &'a [Vec<i64>], cfg: &SasRecConfig) -> Result<Vec<&'a [i64]>> {
-    let keep = cfg.max_len as usize + 1;
+fn training_windows(seqs: &[Vec<i64>], num_items: i64, max_len: i64) -> Result<Vec<&[i64]>> {
+    let keep = max_len as usize + 1;
     let mut out = Vec::with_capacity(seqs.len());
     for (u, s) in seqs.iter().enumerate() {
-        if let Some(&bad) = s.iter().find(|&&i| i < 1 || i > cfg.num_items) {
-            bail!(
-                "sequence {u} holds item {bad}, outside 1..={}",
-                cfg.num_items
-            );
+        if let Some(&bad) = s.iter().find(|&&i| i < 1 || i > num_items) {
+            bail!("sequence {u} holds item {bad}, outside 1..={num_items}");
         }
         if s.len() >= 2 {
             out.push(&s[s.len().saturating_sub(keep)..]);
@@ -487,7 +546,7 @@ fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMet
 }
 
 /// How many epochs the checkpoint in `dir` holds (0 when there is none or it
-/// cannot be read; [`train_sasrec`] reports the latter properly).
+/// cannot be read; [`train`] reports the latter properly).
 pub fn checkpointed_epochs(dir: &Path) -> usize {
     read_meta(dir).ok().flatten().map_or(0, |m| m.epochs_done)
 }

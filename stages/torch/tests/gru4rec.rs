@@ -1,0 +1,287 @@
+//! GRU4Rec model and shared-trainer tests (CPU).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use seqpipe_torch::models::gru4rec::{Gru4Rec, Gru4RecConfig};
+use seqpipe_torch::models::pop::Pop;
+use seqpipe_torch::models::trainer::{
+    load_model, save_model, torch_rng_lock, train, EpochStats, TrainConfig,
+};
+use seqpipe_torch::models::{left_pad_batch, Scorer, SeqScorer};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// `hidden = 0` ties the output to the embeddings; any other value gets a
+/// linear output layer, so the tests run both heads.
+fn small_cfg(num_items: i64, hidden: i64, layers: i64) -> Gru4RecConfig {
+    Gru4RecConfig {
+        num_items,
+        max_len: 16,
+        dim: 32,
+        hidden,
+        layers,
+        dropout: 0.2,
+    }
+}
+
+/// Left-pads each sequence with 0 to length `l` and stacks them into [B, l].
+fn left_padded(seqs: &[Vec<i64>], l: usize) -> Tensor {
+    let mut flat = Vec::with_capacity(seqs.len() * l);
+    for s in seqs {
+        assert!(s.len() <= l);
+        flat.extend(std::iter::repeat_n(0, l - s.len()));
+        flat.extend_from_slice(s);
+    }
+    Tensor::from_slice(&flat).view([seqs.len() as i64, l as i64])
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Sequences following the planted rule "item i is followed by i % n + 1".
+fn successor_data(
+    rng: &mut ChaCha8Rng,
+    n: i64,
+    count: usize,
+    len: (usize, usize),
+) -> Vec<Vec<i64>> {
+    (0..count)
+        .map(|_| {
+            let l = rng.gen_range(len.0..=len.1);
+            let start = rng.gen_range(1..=n);
+            (0..l as i64).map(|k| (start - 1 + k) % n + 1).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn causal() {
+    let _g = torch_rng_lock();
+    for (hidden, layers) in [(0, 1), (24, 2)] {
+        tch::manual_seed(1);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = small_cfg(30, hidden, layers);
+        let model = Gru4Rec::new(&vs.root(), &cfg);
+        let seqs = vec![
+            vec![3, 7, 1, 9, 4, 4, 12, 30, 2, 5],
+            vec![8, 8, 21, 6, 17, 11, 2],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        ];
+        let base_in = left_padded(&seqs, 10);
+        let base = model.encode(&base_in, false);
+        assert_eq!(base.size(), vec![3, 10, cfg.hidden_size()]);
+        assert!(base.isfinite().all().int64_value(&[]) == 1);
+        // Padded positions are zeros.
+        assert_eq!(
+            base.narrow(0, 1, 1)
+                .narrow(1, 0, 3)
+                .abs()
+                .max()
+                .double_value(&[]),
+            0.0
+        );
+        for t in [3i64, 6, 9] {
+            let changed = base_in.copy();
+            // Position t holds a real item in every row (padding is at most 3).
+            let _ = changed.select(1, t).fill_(29);
+            let out = model.encode(&changed, false);
+            let d_before = max_abs_diff(&out.narrow(1, 0, t), &base.narrow(1, 0, t));
+            assert!(
+                d_before == 0.0,
+                "hidden={hidden}: t={t}: positions < t moved by {d_before}"
+            );
+            let d_at = max_abs_diff(&out.select(1, t), &base.select(1, t));
+            assert!(d_at > 1e-4, "t={t}: position t did not react ({d_at})");
+        }
+    }
+}
+
+#[test]
+fn left_padding_invariance() {
+    let _g = torch_rng_lock();
+    for (hidden, layers) in [(0, 1), (24, 2)] {
+        tch::manual_seed(2);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = small_cfg(40, hidden, layers);
+        let model = Gru4Rec::new(&vs.root(), &cfg);
+        let seqs = vec![
+            vec![5, 9, 13],
+            vec![1, 2, 3, 4, 5, 6, 7, 8],
+            vec![40],
+            vec![22, 17, 3, 3, 38, 1],
+        ];
+        let s8 = model.score_last(&left_padded(&seqs, 8));
+        let s12 = model.score_last(&left_padded(&seqs, 12));
+        assert_eq!(s8.size(), vec![4, 41]);
+        assert_eq!(s8.kind(), Kind::Float);
+        // Column 0 (padding) is -inf, the rest finite.
+        assert!(s8.select(1, 0).isneginf().all().int64_value(&[]) == 1);
+        let rest8 = s8.narrow(1, 1, 40);
+        let rest12 = s12.narrow(1, 1, 40);
+        assert!(rest8.isfinite().all().int64_value(&[]) == 1);
+        assert!(
+            rest8.allclose(&rest12, 1e-5, 1e-5, false),
+            "hidden={hidden}: padding changed scores by {}",
+            max_abs_diff(&rest8, &rest12)
+        );
+        // An unpadded batch of one agrees too.
+        let alone = model.score_last(&left_padded(&seqs[1..2], 8));
+        assert!(alone
+            .narrow(1, 1, 40)
+            .allclose(&rest8.narrow(0, 1, 1), 1e-5, 1e-5, false));
+        // The full-sequence outputs agree at every real position as well.
+        let e8 = model.encode(&left_padded(&seqs, 8), false);
+        let e12 = model.encode(&left_padded(&seqs, 12), false);
+        assert!(e8.allclose(&e12.narrow(1, 4, 8), 1e-5, 1e-5, false));
+    }
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let data = successor_data(&mut rng, 30, 64, (2, 24));
+    // Two layers with dropout between them, and an untied output layer: every
+    // kind of variable and RNG use the model has.
+    let mcfg = small_cfg(30, 24, 2);
+    let tcfg = TrainConfig {
+        epochs: 4,
+        batch_size: 16,
+        lr: 3e-3,
+        weight_decay: 0.01,
+        clip_norm: 1.0,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_a = tmp.path().join("a");
+    let dir_b = tmp.path().join("b");
+
+    let mut seen_a = Vec::new();
+    let (vs_a, stats_a) = train(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_a, &mut |s| {
+        seen_a.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(seen_a, vec![0, 1, 2, 3]);
+
+    let first = TrainConfig {
+        epochs: 2,
+        ..tcfg.clone()
+    };
+    let mut seen_b = Vec::new();
+    let (_, stats_b2) = train(&mcfg, &first, &data, 11, Device::Cpu, &dir_b, &mut |s| {
+        seen_b.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(stats_b2.len(), 2);
+    let (vs_b, stats_b) = train(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |s| {
+        seen_b.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(
+        seen_b,
+        vec![0, 1, 2, 3],
+        "second call must resume at epoch 2"
+    );
+
+    let losses = |s: &[EpochStats]| s.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
+    assert_eq!(losses(&stats_a), losses(&stats_b));
+    assert!(stats_a[3].train_loss < stats_a[0].train_loss);
+
+    let va = vs_a.variables();
+    let vb = vs_b.variables();
+    assert_eq!(va.len(), 1 + 4 * 2 + 2);
+    assert_eq!(va.len(), vb.len());
+    for (name, a) in &va {
+        let b = &vb[name];
+        assert!(a.equal(b), "variable {name} differs after resume");
+    }
+
+    // A checkpoint of another model is refused, not silently loaded.
+    let tied = small_cfg(30, 0, 2);
+    assert!(train(&tied, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+}
+
+#[test]
+fn learns_planted_successor_rule() {
+    let n = 50;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let train_seqs = successor_data(&mut rng, n, 400, (20, 20));
+    let held_out = successor_data(&mut rng, n, 200, (3, 20));
+    let mcfg = Gru4RecConfig {
+        num_items: n,
+        max_len: 20,
+        dim: 32,
+        hidden: 0,
+        layers: 1,
+        dropout: 0.1,
+    };
+    let tcfg = TrainConfig {
+        epochs: 8,
+        batch_size: 32,
+        lr: 5e-3,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (vs, stats) = train(
+        &mcfg,
+        &tcfg,
+        &train_seqs,
+        5,
+        Device::Cpu,
+        &tmp.path().join("ckpt"),
+        &mut |_| {},
+    )
+    .unwrap();
+    for s in &stats {
+        eprintln!(
+            "epoch {} loss {:.4} ({:.2}s, {:.0} seq/s)",
+            s.epoch, s.train_loss, s.seconds, s.samples_per_sec
+        );
+    }
+    let model = Gru4Rec::new(&vs.root(), &mcfg);
+    // item_emb + 4 GRU tensors; tied output adds none.
+    assert_eq!(vs.variables().len(), 5);
+
+    let inputs: Vec<Vec<i64>> = held_out.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
+    let targets: Vec<i64> = held_out.iter().map(|s| s[s.len() - 1]).collect();
+    let x = left_pad_batch(&inputs, mcfg.max_len);
+    let scores = model.score_last(&x);
+    let hr1 = |scores: &Tensor| {
+        scores
+            .argmax(1, false)
+            .eq_tensor(&Tensor::from_slice(&targets))
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[])
+    };
+    let hits = hr1(&scores);
+    eprintln!("GRU4Rec HR@1 = {hits:.3}");
+    assert!(hits > 0.9, "HR@1 {hits} <= 0.9");
+
+    // Popularity cannot know the rule: its HR@1 stays near 1/n.
+    let users: Vec<(i64, Vec<i64>)> = train_seqs.iter().cloned().map(|s| (0, s)).collect();
+    let pop = Pop::fit(&users, n).score(&inputs).unwrap();
+    let pop_scores = Tensor::from_slice(&pop.concat()).view([inputs.len() as i64, n + 1]);
+    let pop_hits = hr1(&pop_scores);
+    eprintln!("pop HR@1 = {pop_hits:.3}");
+    assert!(pop_hits < 0.2, "pop HR@1 {pop_hits} is not low");
+
+    // save_model / load_model and the evaluation scorer give the same scores.
+    let out = tmp.path().join("model");
+    save_model(&vs, &mcfg, &out).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"], "gru4rec");
+    let (_vs2, model2) = load_model::<Gru4RecConfig>(&out, Device::Cpu).unwrap();
+    assert_eq!(model2.config(), &mcfg);
+    assert!(model2.score_last(&x).equal(&scores));
+    let scorer = seqpipe_torch::models::load(&out, Device::Cpu).unwrap();
+    let rows = scorer.score(&inputs[..3]).unwrap();
+    let direct = SeqScorer::<Gru4RecConfig>::load(&out, Device::Cpu)
+        .unwrap()
+        .score(&inputs[..3])
+        .unwrap();
+    assert_eq!(rows, direct);
+    assert_eq!(rows[0].len(), n as usize + 1);
+    assert_eq!(rows[0][0], f32::NEG_INFINITY);
+}
