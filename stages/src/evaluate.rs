@@ -1,14 +1,23 @@
 //! `evaluate` — full-ranking evaluation of a trained model.
 //!
-//! Params (defaults): `k` ([5, 10, 20]), `metrics` (["hr", "ndcg", "mrr"]),
+//! Params (defaults): `k` ([5, 10, 20]), `metrics` (all of "hr", "ndcg",
+//! "mrr", "precision", "coverage", "popularity"),
 //! `ranking` ("full": every item in the catalogue is a candidate),
 //! `splits` (["valid", "test"]), `exclude_seen` (false: items already in
-//! the history stay candidates), `batch_size` (256 histories scored at once).
+//! the history stay candidates), `batch_size` (256 histories scored at once),
+//! `bootstrap` (1000 resamples for the 95 % confidence intervals, 0 = none;
+//! seeded by the pipeline seed), `long_tail` (50: targets with fewer training
+//! occurrences count as long tail in the breakdown).
+//! `popularity` writes `avg_pop@K`.
 //! Inputs: `model` (model), `data` (sequences).
 //! Outputs: `metrics` (metrics: `metrics.json`, one object per split with
-//! `hr@K`, `ndcg@K`, `mrr@K`, `mrr` and `examples`).
+//! `hr@K`, `ndcg@K`, `mrr@K`, `mrr` and `examples`, and as asked
+//! `precision@K`, `coverage@K`, `avg_pop@K`; `<metric>_ci` = `[lo, hi]` for
+//! every example-averaged metric; `breakdown` = HR@10/NDCG@10 and counts by
+//! history length and by target popularity, see [`crate::metrics`]).
 //!
-//! Histories are scored in batches, so users × items is never held at once.
+//! Histories are scored in batches, so users × items is never held at once;
+//! each example's top-K list is folded into the metrics as it is produced.
 //! See [`crate::metrics`] for the definitions and how ties are ranked. The
 //! scoring runs in the `seqpipe-torch` worker (see [`crate::torch_worker`]).
 
@@ -26,24 +35,29 @@ pub struct Params {
     pub splits: Vec<String>,
     pub exclude_seen: bool,
     pub batch_size: usize,
+    pub bootstrap: usize,
+    pub long_tail: u64,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
             k: vec![5, 10, 20],
-            metrics: vec!["hr".into(), "ndcg".into(), "mrr".into()],
+            metrics: METRICS.map(String::from).to_vec(),
             ranking: "full".into(),
             splits: vec!["valid".into(), "test".into()],
             exclude_seen: false,
             batch_size: 256,
+            bootstrap: 1000,
+            long_tail: 50,
         }
     }
 }
 
 pub struct Evaluate;
 
-pub const VERSION: u32 = 1;
+/// 2: precision, coverage, popularity, confidence intervals, breakdowns.
+pub const VERSION: u32 = 2;
 
 impl TypedStage for Evaluate {
     type Params = Params;
@@ -58,14 +72,16 @@ impl TypedStage for Evaluate {
                 Port { name: "data", ty: "sequences", doc: "the split the model was trained on" },
             ],
             extra_inputs: None,
-            outputs: vec![Port { name: "metrics", ty: "metrics", doc: "metrics.json: per split, hr@K, ndcg@K, mrr@K, mrr" }],
+            outputs: vec![Port { name: "metrics", ty: "metrics", doc: "metrics.json: per split, hr@K, ndcg@K, mrr@K, mrr, …, their _ci, breakdown" }],
             params: vec![
                 ParamDoc { name: "k", doc: "cut-offs" },
-                ParamDoc { name: "metrics", doc: "any of hr, ndcg, mrr" },
+                ParamDoc { name: "metrics", doc: "any of hr, ndcg, mrr, precision, coverage, popularity" },
                 ParamDoc { name: "ranking", doc: "full (the only protocol so far)" },
                 ParamDoc { name: "splits", doc: "valid and/or test" },
                 ParamDoc { name: "exclude_seen", doc: "remove history items from the candidates" },
                 ParamDoc { name: "batch_size", doc: "histories scored at once" },
+                ParamDoc { name: "bootstrap", doc: "resamples for 95% confidence intervals (0 = off)" },
+                ParamDoc { name: "long_tail", doc: "training occurrences below which a target is long tail" },
             ],
             resource: Resource::Tensor,
         }
@@ -80,6 +96,9 @@ impl TypedStage for Evaluate {
     }
 }
 
+/// What `metrics` may list.
+pub const METRICS: [&str; 6] = ["hr", "ndcg", "mrr", "precision", "coverage", "popularity"];
+
 /// Checks the params together (also run by the worker before it starts).
 pub fn check(p: &Params) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -93,8 +112,9 @@ pub fn check(p: &Params) -> anyhow::Result<()> {
     );
     for m in &p.metrics {
         anyhow::ensure!(
-            ["hr", "ndcg", "mrr"].contains(&m.as_str()),
-            "metrics: unknown metric {m:?} (hr, ndcg, mrr)"
+            METRICS.contains(&m.as_str()),
+            "metrics: unknown metric {m:?} ({})",
+            METRICS.join(", ")
         );
     }
     for s in &p.splits {
@@ -124,6 +144,46 @@ pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<(String, SplitMetri
                     .collect(),
             );
         }
+    }
+    Ok((model, splits))
+}
+
+/// One split of a `metrics.json` with everything the report shows.
+#[derive(Debug, Clone, Default)]
+pub struct SplitDetail {
+    /// metric → value (as [`read_metrics`])
+    pub values: BTreeMap<String, f64>,
+    /// metric → 95 % bootstrap interval, where present
+    pub ci: BTreeMap<String, (f64, f64)>,
+    /// the `breakdown` object, where present
+    pub breakdown: Option<serde_json::Value>,
+}
+
+/// Reads a `metrics.json` into (model name, split → values, intervals and
+/// breakdown). Files from before version 2 read with no intervals.
+pub fn read_metrics_detail(
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, BTreeMap<String, SplitDetail>)> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("metrics.json"))?)?;
+    let model = v["model"].as_str().unwrap_or("?").to_string();
+    let mut splits = BTreeMap::new();
+    for (k, val) in v.as_object().into_iter().flatten() {
+        let Some(obj) = val.as_object() else { continue };
+        let mut d = SplitDetail::default();
+        for (m, x) in obj {
+            if let Some(x) = x.as_f64() {
+                d.values.insert(m.clone(), x);
+            } else if let (Some(name), Some([lo, hi])) =
+                (m.strip_suffix("_ci"), x.as_array().map(Vec::as_slice))
+            {
+                if let (Some(lo), Some(hi)) = (lo.as_f64(), hi.as_f64()) {
+                    d.ci.insert(name.to_string(), (lo, hi));
+                }
+            } else if m == "breakdown" {
+                d.breakdown = Some(x.clone());
+            }
+        }
+        splits.insert(k.clone(), d);
     }
     Ok((model, splits))
 }

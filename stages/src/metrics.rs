@@ -1,15 +1,33 @@
-//! Ranking metrics from the rank of the one held-out item.
+//! Ranking metrics from the rank of the one held-out item and the top-K list.
 //!
 //! With one relevant item per example and its 1-based rank `r` among all
 //! candidates: HR@K = [r ≤ K] (equal to Recall@K), NDCG@K = [r ≤ K] / log2(r + 1)
-//! (the ideal DCG is 1), MRR@K = [r ≤ K] / r. Averages are over examples.
+//! (the ideal DCG is 1), MRR@K = [r ≤ K] / r, Precision@K = HR@K / K.
+//! Averages are over examples.
+//!
+//! Two metrics look at the recommended lists rather than the target:
+//! `coverage@K` is the number of distinct items in all the top-K lists over
+//! the catalogue size (a corpus-level value, so it has no per-example
+//! confidence interval), and `avg_pop@K` the mean training popularity
+//! (occurrences in `train.parquet`) of the recommended items, averaged per
+//! list and then over examples. When fewer than K items are candidates the
+//! list is shorter; precision still divides by K.
 //!
 //! Ties are broken by item index: an item with the same score as the target
 //! ranks ahead of it when its index is lower — the order a stable top-K over
 //! the catalogue would give, so metrics neither reward nor punish ties at
-//! random.
+//! random. [`top_k`] orders lists the same way.
+//!
+//! Confidence intervals: percentile bootstrap over examples (resampled with
+//! replacement, `ChaCha8` seeded), 2.5 % and 97.5 % quantiles of the resampled
+//! means, linearly interpolated.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Map, Value};
 
 /// The 1-based rank of `target` in `scores` (index 0, the padding item, is
 /// never a candidate). `exclude` lists items removed from the candidates.
@@ -33,22 +51,62 @@ pub fn rank_of(scores: &[f32], target: usize, exclude: &[usize]) -> usize {
     ahead + 1
 }
 
+/// A candidate in the top-K heap; `Ord` puts the *worse* item first, so the
+/// max-heap's top is the one to evict.
+#[derive(PartialEq)]
+struct Cand(f32, usize);
+
+impl Eq for Cand {}
+
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // worse = lower score, or same score and higher index
+        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
+    }
+}
+
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The `k` best items of `scores`, best first (higher score, then lower
+/// index), leaving out padding (0) and the sorted list `exclude`. Holds only
+/// `k` candidates at a time.
+pub fn top_k(scores: &[f32], k: usize, exclude: &[usize]) -> Vec<usize> {
+    let mut heap: BinaryHeap<Cand> = BinaryHeap::with_capacity(k + 1);
+    if k == 0 {
+        return vec![];
+    }
+    for (j, &s) in scores.iter().enumerate().skip(1) {
+        if heap.len() == k {
+            let worst = heap.peek().expect("k > 0");
+            // not better than the worst kept: skip (ties lose to lower index)
+            if s.total_cmp(&worst.0) != Ordering::Greater {
+                continue;
+            }
+        }
+        if exclude.binary_search(&j).is_ok() {
+            continue;
+        }
+        heap.push(Cand(s, j));
+        if heap.len() > k {
+            heap.pop();
+        }
+    }
+    heap.into_sorted_vec().into_iter().map(|c| c.1).collect()
+}
+
 /// Averages of HR/NDCG/MRR at each K over the given ranks, named `hr@10`…;
 /// plus `mrr` over the full ranking and `examples`.
 pub fn summarize(ranks: &[usize], ks: &[usize], which: &[String]) -> BTreeMap<String, f64> {
     let n = ranks.len().max(1) as f64;
     let mut out = BTreeMap::new();
     for &k in ks {
-        let (mut hr, mut ndcg, mut mrr) = (0.0, 0.0, 0.0);
-        for &r in ranks {
-            if r <= k {
-                hr += 1.0;
-                ndcg += 1.0 / ((r + 1) as f64).log2();
-                mrr += 1.0 / r as f64;
-            }
-        }
-        for (name, total) in [("hr", hr), ("ndcg", ndcg), ("mrr", mrr)] {
+        for name in ["hr", "ndcg", "mrr", "precision"] {
             if which.iter().any(|w| w == name) {
+                let total: f64 = ranks.iter().map(|&r| rank_metric(name, k, r)).sum();
                 out.insert(format!("{name}@{k}"), total / n);
             }
         }
@@ -63,12 +121,263 @@ pub fn summarize(ranks: &[usize], ks: &[usize], which: &[String]) -> BTreeMap<St
     out
 }
 
+/// One example's value of a rank metric (`hr`, `ndcg`, `mrr`, `precision`)
+/// at cut-off `k`.
+pub fn rank_metric(name: &str, k: usize, rank: usize) -> f64 {
+    if rank > k {
+        return 0.0;
+    }
+    match name {
+        "hr" => 1.0,
+        "ndcg" => 1.0 / ((rank + 1) as f64).log2(),
+        "mrr" => 1.0 / rank as f64,
+        "precision" => 1.0 / k as f64,
+        _ => panic!("unknown rank metric {name:?}"),
+    }
+}
+
+/// The 2.5 % and 97.5 % percentile-bootstrap bounds of the mean of each
+/// column of `values` (`values[i]` is example i's row), from `resamples`
+/// resamples drawn with `seed`. Empty when there are no examples or
+/// `resamples` is 0.
+pub fn bootstrap_ci(values: &[Vec<f64>], resamples: usize, seed: u64) -> Vec<(f64, f64)> {
+    let n = values.len();
+    let m = values.first().map_or(0, Vec::len);
+    if n == 0 || resamples == 0 {
+        return vec![];
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut means = vec![Vec::with_capacity(resamples); m];
+    let mut sums = vec![0.0; m];
+    for _ in 0..resamples {
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        for _ in 0..n {
+            let row = &values[rng.gen_range(0..n)];
+            for (s, v) in sums.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        for (col, s) in means.iter_mut().zip(&sums) {
+            col.push(s / n as f64);
+        }
+    }
+    means
+        .into_iter()
+        .map(|mut col| {
+            col.sort_by(f64::total_cmp);
+            (quantile(&col, 0.025), quantile(&col, 0.975))
+        })
+        .collect()
+}
+
+/// Linear-interpolated quantile of sorted, non-empty `xs`.
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    let pos = q * (xs.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
+}
+
+/// History-length buckets of the breakdown: (label, lower bound inclusive).
+pub const HISTORY_BUCKETS: [(&str, usize); 4] =
+    [("<5", 0), ("5-19", 5), ("20-49", 20), (">=50", 50)];
+
+/// The cut-off the breakdowns report.
+pub const BREAKDOWN_K: usize = 10;
+
+/// One per-example metric column.
+type Getter<'a> = Box<dyn Fn(&Record) -> f64 + 'a>;
+
+struct Record {
+    rank: usize,
+    history_len: usize,
+    target: usize,
+    /// per K: mean training popularity of the top-K list
+    avg_pop: Vec<f64>,
+}
+
+/// Collects per-example results as they stream from the scorer (a rank and
+/// a top-K list per example: only a few numbers per example are kept, and a
+/// catalogue-sized "seen" flag per K for coverage) and turns them into the
+/// split's metrics.
+pub struct Accumulator {
+    ks: Vec<usize>,
+    /// training occurrences by item index (index 0 unused)
+    popularity: Vec<u64>,
+    covered: Vec<Vec<bool>>,
+    records: Vec<Record>,
+}
+
+/// What [`Accumulator::finish`] computes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// metric families: hr, ndcg, mrr, precision, coverage, popularity
+    pub metrics: Vec<String>,
+    /// bootstrap resamples, 0 = no confidence intervals
+    pub bootstrap: usize,
+    pub seed: u64,
+    /// targets with fewer training occurrences are "tail"
+    pub long_tail: u64,
+}
+
+impl Accumulator {
+    /// `popularity[i]`: training occurrences of item `i` (the catalogue is
+    /// items `1..popularity.len()`).
+    pub fn new(ks: &[usize], popularity: Vec<u64>) -> Accumulator {
+        let items = popularity.len();
+        Accumulator {
+            ks: ks.to_vec(),
+            covered: vec![vec![false; items]; ks.len()],
+            popularity,
+            records: vec![],
+        }
+    }
+
+    /// The largest K: how long the top lists passed to [`push`](Self::push)
+    /// must be (shorter when the catalogue has fewer candidates).
+    pub fn max_k(&self) -> usize {
+        self.ks.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Training popularity of an item (0 when out of range).
+    pub fn popularity(&self, item: usize) -> u64 {
+        self.popularity.get(item).copied().unwrap_or(0)
+    }
+
+    /// Adds one example: its target's rank, its top-`max_k` list (best
+    /// first), its history length and its target.
+    pub fn push(&mut self, rank: usize, top: &[usize], history_len: usize, target: usize) {
+        let mut avg_pop = Vec::with_capacity(self.ks.len());
+        for (i, &k) in self.ks.iter().enumerate() {
+            let list = &top[..k.min(top.len())];
+            for &item in list {
+                if let Some(c) = self.covered[i].get_mut(item) {
+                    *c = true;
+                }
+            }
+            let pop: u64 = list.iter().map(|&it| self.popularity(it)).sum();
+            avg_pop.push(if list.is_empty() {
+                0.0
+            } else {
+                pop as f64 / list.len() as f64
+            });
+        }
+        self.records.push(Record {
+            rank,
+            history_len,
+            target,
+            avg_pop,
+        });
+    }
+
+    /// The split's metrics: `hr@K`… (as [`summarize`]), `precision@K`,
+    /// `coverage@K`, `avg_pop@K` as asked, `examples`, a `<name>_ci`
+    /// `[lo, hi]` per example-averaged metric when bootstrapping, and
+    /// `breakdown` (by history length and by target popularity).
+    pub fn finish(&self, o: &Options) -> Map<String, Value> {
+        let has = |m: &str| o.metrics.iter().any(|w| w == m);
+        // per-example columns: (name, value per record)
+        let mut names: Vec<String> = vec![];
+        let mut getters: Vec<Getter<'_>> = vec![];
+        for (i, &k) in self.ks.iter().enumerate() {
+            for name in ["hr", "ndcg", "mrr", "precision"] {
+                if has(name) {
+                    names.push(format!("{name}@{k}"));
+                    getters.push(Box::new(move |r: &Record| rank_metric(name, k, r.rank)));
+                }
+            }
+            if has("popularity") {
+                names.push(format!("avg_pop@{k}"));
+                getters.push(Box::new(move |r: &Record| r.avg_pop[i]));
+            }
+        }
+        if has("mrr") {
+            names.push("mrr".into());
+            getters.push(Box::new(|r: &Record| 1.0 / r.rank as f64));
+        }
+        let rows: Vec<Vec<f64>> = self
+            .records
+            .iter()
+            .map(|r| getters.iter().map(|g| g(r)).collect())
+            .collect();
+        let n = rows.len().max(1) as f64;
+        let mut out = Map::new();
+        for (c, name) in names.iter().enumerate() {
+            out.insert(
+                name.clone(),
+                json!(rows.iter().map(|r| r[c]).fold(0.0, |a, b| a + b) / n),
+            );
+        }
+        if has("coverage") {
+            let catalogue = self.popularity.len().saturating_sub(1).max(1) as f64;
+            for (i, &k) in self.ks.iter().enumerate() {
+                let distinct = self.covered[i].iter().skip(1).filter(|c| **c).count();
+                out.insert(format!("coverage@{k}"), json!(distinct as f64 / catalogue));
+            }
+        }
+        out.insert("examples".into(), json!(self.records.len()));
+        for (name, (lo, hi)) in names.iter().zip(bootstrap_ci(&rows, o.bootstrap, o.seed)) {
+            out.insert(format!("{name}_ci"), json!([lo, hi]));
+        }
+        out.insert("breakdown".into(), self.breakdown(o.long_tail));
+        out
+    }
+
+    fn breakdown(&self, long_tail: u64) -> Value {
+        let k = BREAKDOWN_K;
+        let group = |label: String, keep: &dyn Fn(&Record) -> bool| {
+            let ranks: Vec<usize> = self
+                .records
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.rank)
+                .collect();
+            let n = ranks.len().max(1) as f64;
+            // fold from +0.0: an empty bucket reads 0, not -0
+            let mean = |name: &str| {
+                ranks
+                    .iter()
+                    .map(|&r| rank_metric(name, k, r))
+                    .fold(0.0, |a, b| a + b)
+                    / n
+            };
+            json!({
+                "bucket": label,
+                "examples": ranks.len(),
+                format!("hr@{k}"): mean("hr"),
+                format!("ndcg@{k}"): mean("ndcg"),
+            })
+        };
+        let mut history = vec![];
+        for (i, &(label, lo)) in HISTORY_BUCKETS.iter().enumerate() {
+            let hi = HISTORY_BUCKETS.get(i + 1).map_or(usize::MAX, |b| b.1);
+            history.push(group(label.into(), &|r| {
+                r.history_len >= lo && r.history_len < hi
+            }));
+        }
+        let pop = |r: &Record| self.popularity(r.target);
+        let target = vec![
+            group(format!("tail (<{long_tail})"), &|r| pop(r) < long_tail),
+            group(format!("head (>={long_tail})"), &|r| pop(r) >= long_tail),
+        ];
+        json!({
+            "k": k,
+            "long_tail": long_tail,
+            "history_length": history,
+            "target_popularity": target,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn all() -> Vec<String> {
         vec!["hr".into(), "ndcg".into(), "mrr".into()]
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
 
     #[test]
@@ -86,7 +395,6 @@ mod tests {
     fn hand_computed_metrics() {
         // ranks 1, 3, 11 with K = 1, 5, 10
         let m = summarize(&[1, 3, 11], &[1, 5, 10], &all());
-        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
         close(m["hr@1"], 1.0 / 3.0);
         close(m["hr@5"], 2.0 / 3.0);
         close(m["hr@10"], 2.0 / 3.0);
@@ -98,11 +406,143 @@ mod tests {
     }
 
     #[test]
+    fn precision_is_hr_over_k() {
+        let which = vec!["hr".into(), "precision".into()];
+        let m = summarize(&[1, 3, 11], &[1, 5, 10], &which);
+        close(m["precision@1"], 1.0 / 3.0);
+        close(m["precision@5"], 2.0 / 3.0 / 5.0);
+        close(m["precision@10"], 2.0 / 3.0 / 10.0);
+        assert!(!m.contains_key("ndcg@5"));
+    }
+
+    #[test]
     fn k_larger_than_catalogue_and_one_item() {
         let m = summarize(&[1], &[100], &all());
         assert_eq!(m["hr@100"], 1.0);
         assert_eq!(m["ndcg@100"], 1.0);
         // one-item catalogue: the target is always first
         assert_eq!(rank_of(&[0.0, 3.0], 1, &[]), 1);
+        assert_eq!(top_k(&[0.0, 3.0], 5, &[]), vec![1]);
+        let mut acc = Accumulator::new(&[5], vec![0, 7]);
+        acc.push(1, &[1], 0, 1);
+        let m = acc.finish(&opts(0));
+        assert_eq!(m["coverage@5"], 1.0);
+        assert_eq!(m["precision@5"], 0.2);
+        assert_eq!(m["avg_pop@5"], 7.0);
+        assert_eq!(m["hr@5"], 1.0);
+        assert!(!m.contains_key("hr@5_ci"));
+    }
+
+    #[test]
+    fn top_k_orders_ties_by_index_and_skips_excluded() {
+        let scores = [9.0, 0.5, 0.9, 0.5, 0.1];
+        assert_eq!(top_k(&scores, 3, &[]), vec![2, 1, 3]);
+        assert_eq!(top_k(&scores, 1, &[]), vec![2]);
+        assert_eq!(top_k(&scores, 3, &[1]), vec![2, 3, 4]);
+        assert_eq!(top_k(&scores, 10, &[]), vec![2, 1, 3, 4]); // K > catalogue
+        assert_eq!(top_k(&scores, 0, &[]), Vec::<usize>::new());
+        assert_eq!(top_k(&[0.0, 1.0, 1.0, 1.0], 2, &[]), vec![1, 2]);
+    }
+
+    fn opts(bootstrap: usize) -> Options {
+        Options {
+            metrics: ["hr", "ndcg", "mrr", "precision", "coverage", "popularity"]
+                .map(String::from)
+                .to_vec(),
+            bootstrap,
+            seed: 7,
+            long_tail: 50,
+        }
+    }
+
+    #[test]
+    fn coverage_popularity_and_breakdown_hand_computed() {
+        // items 1..=4 with training popularity 10, 60, 0, 5
+        let mut acc = Accumulator::new(&[1, 2, 10], vec![0, 10, 60, 0, 5]);
+        acc.push(1, &[2, 1, 3, 4], 3, 2); // head target, history < 5
+        acc.push(3, &[1, 4, 2, 3], 7, 1); // tail, 5-19
+        acc.push(4, &[4, 3, 1, 2], 60, 4); // tail, >= 50
+        let m = acc.finish(&opts(0));
+        let f = |k: &str| m[k].as_f64().unwrap();
+        close(f("hr@1"), 1.0 / 3.0);
+        close(f("hr@2"), 1.0 / 3.0);
+        close(f("hr@10"), 1.0);
+        close(f("precision@1"), 1.0 / 3.0);
+        close(f("precision@2"), 1.0 / 6.0);
+        close(f("precision@10"), 0.1);
+        close(f("ndcg@10"), (1.0 + 0.5 + 1.0 / 5f64.log2()) / 3.0);
+        close(f("coverage@1"), 0.75); // {2, 1, 4} of 4
+        close(f("coverage@2"), 1.0);
+        close(f("coverage@10"), 1.0);
+        close(f("avg_pop@1"), (60.0 + 10.0 + 5.0) / 3.0);
+        close(f("avg_pop@2"), (35.0 + 7.5 + 2.5) / 3.0);
+        close(f("avg_pop@10"), 18.75);
+        close(f("examples"), 3.0);
+        let b = &m["breakdown"];
+        let h = b["history_length"].as_array().unwrap();
+        let cell = |v: &Value, k: &str| v[k].as_f64().unwrap();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h[0]["bucket"], "<5");
+        assert_eq!(h[0]["examples"], 1);
+        close(cell(&h[1], "ndcg@10"), 0.5);
+        assert_eq!(h[2]["examples"], 0);
+        assert!(
+            cell(&h[2], "hr@10").is_sign_positive(),
+            "empty bucket is +0"
+        );
+        close(cell(&h[3], "ndcg@10"), 1.0 / 5f64.log2());
+        let t = b["target_popularity"].as_array().unwrap();
+        assert_eq!(t[0]["examples"], 2);
+        close(cell(&t[0], "ndcg@10"), (0.5 + 1.0 / 5f64.log2()) / 2.0);
+        assert_eq!(t[1]["examples"], 1);
+        close(cell(&t[1], "hr@10"), 1.0);
+    }
+
+    #[test]
+    fn bootstrap_is_seeded_and_brackets_the_estimate() {
+        let mut acc = Accumulator::new(&[5, 10], vec![1; 101]);
+        for i in 0..200usize {
+            let rank = 1 + (i * 37) % 23;
+            acc.push(rank, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], i % 60, 1 + i % 100);
+        }
+        let a = acc.finish(&opts(1000));
+        let b = acc.finish(&opts(1000));
+        assert_eq!(a, b, "same seed, same intervals");
+        let mut other = opts(1000);
+        other.seed = 8;
+        let c = acc.finish(&other);
+        assert_ne!(a["ndcg@10_ci"], c["ndcg@10_ci"]);
+        for name in [
+            "hr@5",
+            "ndcg@10",
+            "mrr@10",
+            "precision@5",
+            "mrr",
+            "avg_pop@10",
+        ] {
+            let ci = a[&format!("{name}_ci")].as_array().unwrap();
+            let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+            let v = a[name].as_f64().unwrap();
+            assert!(lo <= v && v <= hi, "{name}: {v} not in [{lo}, {hi}]");
+            if name != "avg_pop@10" {
+                assert!(lo < hi, "{name}: degenerate interval");
+            } else {
+                assert_eq!((lo, hi), (1.0, 1.0)); // every item has popularity 1
+            }
+        }
+        assert!(!a.contains_key("coverage@10_ci"));
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        let xs: Vec<f64> = (0..=100).map(f64::from).collect();
+        close(quantile(&xs, 0.025), 2.5);
+        close(quantile(&xs, 0.975), 97.5);
+        assert!(bootstrap_ci(&[], 100, 1).is_empty());
+        assert!(bootstrap_ci(&[vec![1.0]], 0, 1).is_empty());
+        assert_eq!(
+            bootstrap_ci(&[vec![1.0, 2.0]], 10, 1),
+            vec![(1.0, 1.0), (2.0, 2.0)]
+        );
     }
 }

@@ -8,6 +8,7 @@ use seqpipe::stage::{KindInfo, StageContext, TypedStage};
 use seqpipe_stages::seqdata::SequenceData;
 use seqpipe_stages::train::{Params, Train};
 
+use crate::models::bert4rec::Bert4RecConfig;
 use crate::models::gru4rec::Gru4RecConfig;
 use crate::models::sasrec::SasRecConfig;
 use crate::models::trainer::{self, ModelConfig, TrainConfig};
@@ -57,6 +58,20 @@ impl TypedStage for TrainImpl {
                     hidden: p.hidden,
                     layers: p.layers,
                     dropout: p.dropout,
+                };
+                train_neural(&model, &p, &data, ctx, &out)
+            }
+            "bert4rec" => {
+                let model = Bert4RecConfig {
+                    num_items: n,
+                    max_len: p.max_len,
+                    dim: p.dim,
+                    layers: p.layers,
+                    heads: p.heads,
+                    ffn_dim: p.ffn_dim,
+                    dropout: p.dropout,
+                    pre_norm: p.pre_norm,
+                    mask_prob: p.mask_prob,
                 };
                 train_neural(&model, &p, &data, ctx, &out)
             }

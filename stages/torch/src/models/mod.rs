@@ -9,11 +9,13 @@
 //! - [`markov`]: first-order transitions, backing off to popularity.
 //! - [`sasrec`]: self-attentive sequential recommendation (Kang & McAuley 2018).
 //! - [`gru4rec`]: session-based recommendation with a GRU (Hidasi et al. 2016).
+//! - [`bert4rec`]: bidirectional transformer trained on a cloze task (Sun et al. 2019).
 //!
 //! The neural models share [`trainer`] (batching, full-softmax loss, [`optim`]'s
 //! AdamW, checkpoints and resume) through its two traits, and one scorer,
 //! [`SeqScorer`].
 
+pub mod bert4rec;
 pub mod gru4rec;
 pub mod markov;
 pub mod optim;
@@ -55,6 +57,9 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> 
             dir, device,
         )?)),
         "gru4rec" => Ok(Box::new(SeqScorer::<gru4rec::Gru4RecConfig>::load(
+            dir, device,
+        )?)),
+        "bert4rec" => Ok(Box::new(SeqScorer::<bert4rec::Bert4RecConfig>::load(
             dir, device,
         )?)),
         other => anyhow::bail!("{}: unknown model `{other}`", path.display()),

@@ -3,8 +3,10 @@
 //! plus saving and loading of trained models.
 //!
 //! A model plugs in through two small traits. Its config implements
-//! [`ModelConfig`] (name, validation, catalogue size, history length, and how
-//! to build the model on a var store); the model implements
+//! [`ModelConfig`] (name, validation, catalogue size, history length, how
+//! to build the model on a var store, and optionally how to turn training
+//! sequences into a [`TrainBatch`]: next-item targets by default, cloze
+//! masking for BERT4Rec); the model implements
 //! [`SequenceModel`] (left-padded `[B, L]` item ids → hidden states
 //! `[B, L, D]`, hidden states → item logits, last-position scores). Batching,
 //! the loss, the optimiser ([`AdamW`] with saved state), gradient clipping,
@@ -15,7 +17,9 @@
 //! The batch order of epoch `e` is a permutation drawn from a fresh
 //! `ChaCha8Rng` seeded with `seed` on stream `e` (never from a running RNG),
 //! and `tch::manual_seed(seed + e)` is called at the start of the epoch for
-//! dropout. After every epoch the model weights, the optimiser state and the
+//! dropout. A model that draws while building batches (masking) gets a
+//! `ChaCha8Rng` that is likewise fresh per epoch, a function of `(seed, e)`
+//! ([`batch_rng`]). After every epoch the model weights, the optimiser state and the
 //! statistics so far are checkpointed atomically; a later call on the same
 //! checkpoint directory continues from the next epoch and, on CPU, ends with
 //! bit-for-bit the same weights as an uninterrupted run. (On CUDA some kernels
@@ -74,15 +78,31 @@ pub trait ModelConfig: Serialize + DeserializeOwned + Clone + PartialEq {
     /// Like [`ModelConfig::build`], but missing variables are zero-filled
     /// without any RNG draw: for a model whose weights are loaded right after.
     fn build_uninit(&self, p: &nn::Path) -> Self::Model;
+    /// The training batch for `windows` (each the last `max_len + 1` items of
+    /// a training sequence, at least two): inputs, which positions are
+    /// predicted, and their targets. The default is next-item prediction
+    /// ([`next_item_batch`]). `rng` is the epoch's [`batch_rng`], for models
+    /// that draw (the default draws nothing from it).
+    fn training_batch(
+        &self,
+        windows: &[&[i64]],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+    ) -> TrainBatch {
+        let _ = rng;
+        next_item_batch(windows, device)
+    }
 }
 
 /// A next-item model over LEFT-padded histories (items `1..=num_items`, 0 =
 /// padding).
 pub trait SequenceModel {
-    /// `seqs`: [B, L] int64, `L <= max_len`. Returns [B, L, D]: the state at
-    /// position `t` depends only on items at positions `<= t` (it predicts
-    /// the item at `t + 1`) and not on how much left padding the row has;
-    /// padded positions come out as zeros. `train` switches dropout on.
+    /// `seqs`: [B, L] int64, `L <= max_len`. Returns [B, L, D]: the states
+    /// [`ModelConfig::training_batch`]'s positions are read from. They do not
+    /// depend on how much left padding the row has, and padded positions
+    /// come out as zeros. For next-item models the state at position `t`
+    /// depends only on items at positions `<= t` (it predicts the item at
+    /// `t + 1`). `train` switches dropout on.
     fn encode(&self, seqs: &Tensor, train: bool) -> Tensor;
     /// Scores of items `1..=num_items` for hidden states [..., D]: returns
     /// [..., num_items], column `k` holding item `k + 1`, so that the padding
@@ -204,9 +224,11 @@ struct CheckpointMeta {
 /// config, training config apart from `epochs`, seed and data; anything else
 /// is an error).
 ///
-/// Each sequence `s` with at least two items contributes input `s[..n-1]` and
-/// targets `s[1..]`, cut to the last `max_len` positions; the loss is
-/// full-softmax cross-entropy over all items at every real position.
+/// Each sequence `s` with at least two items contributes its last `max_len +
+/// 1` items to [`ModelConfig::training_batch`]; by default that is input
+/// `s[..n-1]` and targets `s[1..]`, cut to the last `max_len` positions. The
+/// loss is full-softmax cross-entropy over all items at every predicted
+/// position.
 ///
 /// `on_epoch` is called after each newly trained epoch, once its checkpoint
 /// is committed. Returns the var store holding the model (rebuild the module
@@ -311,10 +333,12 @@ pub fn train<C: ModelConfig>(
         let start = Instant::now();
         tch::manual_seed(seed.wrapping_add(epoch as u64) as i64);
         let order = epoch_order(windows.len(), seed, epoch);
+        let mut rng = batch_rng(seed, epoch);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut positions = 0usize;
         for chunk in order.chunks(cfg.batch_size) {
-            let batch = make_batch(&windows, chunk, device);
+            let picked: Vec<&[i64]> = chunk.iter().map(|&i| windows[i]).collect();
+            let batch = model_cfg.training_batch(&picked, &mut rng, device);
             let hidden = model.encode(&batch.inputs, true); // [B, L, D]
             let dim = hidden.size()[2];
             let hidden = hidden.view([-1, dim]).index_select(0, &batch.positions);
@@ -441,24 +465,34 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-struct Batch {
-    /// [B, L] int64, left-padded, L = longest input in the batch.
-    inputs: Tensor,
-    /// [T] flat indices into the [B * L] positions that have a target.
-    positions: Tensor,
-    /// [T] target item minus one (column in `item_logits`).
-    targets: Tensor,
-    count: usize,
+/// The RNG [`ModelConfig::training_batch`] draws from in epoch `epoch`: a
+/// function of `(seed, epoch)` only, independent of the batch order's RNG.
+pub fn batch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6261_7463_685f_726e); // "batch_rn"
+    rng.set_stream(epoch as u64);
+    rng
 }
 
-fn make_batch(windows: &[&[i64]], idx: &[usize], device: Device) -> Batch {
-    let l = idx.iter().map(|&i| windows[i].len() - 1).max().unwrap_or(0);
-    let b = idx.len();
+/// One training step's data.
+pub struct TrainBatch {
+    /// [B, L] int64, left-padded, L = longest input in the batch.
+    pub inputs: Tensor,
+    /// [T] flat indices into the [B * L] positions that have a target.
+    pub positions: Tensor,
+    /// [T] target item minus one (column in `item_logits`).
+    pub targets: Tensor,
+    /// T.
+    pub count: usize,
+}
+
+/// Next-item batch: input `w[..n-1]`, target `w[t+1]` at every position `t`.
+pub fn next_item_batch(windows: &[&[i64]], device: Device) -> TrainBatch {
+    let l = windows.iter().map(|w| w.len() - 1).max().unwrap_or(0);
+    let b = windows.len();
     let mut inputs = vec![0i64; b * l];
     let mut positions = Vec::new();
     let mut targets = Vec::new();
-    for (r, &i) in idx.iter().enumerate() {
-        let w = windows[i];
+    for (r, &w) in windows.iter().enumerate() {
         let k = w.len() - 1;
         let off = r * l + (l - k);
         for j in 0..k {
@@ -468,7 +502,7 @@ fn make_batch(windows: &[&[i64]], idx: &[usize], device: Device) -> Batch {
         }
     }
     let count = positions.len();
-    Batch {
+    TrainBatch {
         inputs: Tensor::from_slice(&inputs)
             .view([b as i64, l as i64])
             .to_device(device),
