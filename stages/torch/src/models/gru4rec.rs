@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+use super::layers::Linear;
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -200,8 +201,8 @@ impl Gru {
 pub struct Gru4Rec {
     item_emb: Tensor,
     gru: Gru,
-    /// Untied output layer (weight, bias), when `hidden != dim`.
-    out: Option<(Tensor, Tensor)>,
+    /// Untied output layer, when `hidden != dim`.
+    out: Option<Linear>,
     cfg: Gru4RecConfig,
 }
 
@@ -237,19 +238,8 @@ impl Gru4Rec {
             }),
         );
         let gru = Gru::new(p / "gru", cfg, random);
-        let out = (!cfg.tied()).then(|| {
-            let h = cfg.hidden_size();
-            let bound = 1.0 / (h as f64).sqrt();
-            let init = ini(Init::Uniform {
-                lo: -bound,
-                up: bound,
-            });
-            let op = p / "out";
-            (
-                param(&op, "weight", &[cfg.num_items, h], init),
-                param(&op, "bias", &[cfg.num_items], init),
-            )
-        });
+        let out =
+            (!cfg.tied()).then(|| Linear::new(p / "out", cfg.hidden_size(), cfg.num_items, random));
         Gru4Rec {
             item_emb,
             gru,
@@ -310,7 +300,7 @@ impl Gru4Rec {
     /// returns [..., num_items], column `k` holding item `k + 1`.
     pub fn item_logits(&self, hidden: &Tensor) -> Tensor {
         match &self.out {
-            Some((w, bias)) => hidden.linear(w, Some(bias)),
+            Some(out) => out.forward(hidden),
             None => hidden.matmul(&self.item_emb.narrow(0, 1, self.cfg.num_items).tr()),
         }
     }

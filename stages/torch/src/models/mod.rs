@@ -17,6 +17,7 @@
 
 pub mod bert4rec;
 pub mod gru4rec;
+mod layers;
 pub mod markov;
 pub mod optim;
 pub mod pop;

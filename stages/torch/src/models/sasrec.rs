@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+use super::layers::{LayerNorm, Linear};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -133,54 +134,6 @@ impl SasRecConfig {
             "dropout must be in [0, 1)"
         );
         Ok(())
-    }
-}
-
-/// A linear layer built with [`param`](super::param), so that building a
-/// model on a var store that already holds these variables binds to them
-/// instead of creating duplicates. Initialised like PyTorch's `nn.Linear`.
-struct Linear {
-    ws: Tensor,
-    bs: Tensor,
-}
-
-impl Linear {
-    fn new(p: nn::Path, in_dim: i64, out_dim: i64, random: bool) -> Self {
-        let bound = 1.0 / (in_dim as f64).sqrt();
-        let init = if random {
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            }
-        } else {
-            Init::Const(0.0)
-        };
-        let ws = param(&p, "weight", &[out_dim, in_dim], init);
-        let bs = param(&p, "bias", &[out_dim], init);
-        Linear { ws, bs }
-    }
-
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.ws, Some(&self.bs))
-    }
-}
-
-/// Layer normalisation over the last dimension (weight 1, bias 0 at init).
-struct LayerNorm {
-    ws: Tensor,
-    bs: Tensor,
-    dim: i64,
-}
-
-impl LayerNorm {
-    fn new(p: nn::Path, dim: i64) -> Self {
-        let ws = param(&p, "weight", &[dim], Init::Const(1.0));
-        let bs = param(&p, "bias", &[dim], Init::Const(0.0));
-        LayerNorm { ws, bs, dim }
-    }
-
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.layer_norm([self.dim], Some(&self.ws), Some(&self.bs), 1e-5, false)
     }
 }
 
