@@ -2,17 +2,16 @@
 
 mod common;
 
-use common::{left_padded, max_abs_diff, successor_data};
+use common::{
+    assert_reloads_identically, hr_at_1, left_padded, max_abs_diff, pop_hr_at_1, successor_data,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::models::gru4rec::{Gru4Rec, Gru4RecConfig};
-use seqpipe_torch::models::pop::Pop;
-use seqpipe_torch::models::trainer::{
-    load_model, save_model, torch_rng_lock, train, EpochStats, TrainConfig,
-};
-use seqpipe_torch::models::{left_pad_batch, Scorer, SeqScorer};
+use seqpipe_torch::models::left_pad_batch;
+use seqpipe_torch::models::trainer::{torch_rng_lock, train, EpochStats, TrainConfig};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 /// `hidden = 0` ties the output to the embeddings; any other value gets a
 /// linear output layer, so the tests run both heads.
@@ -218,42 +217,15 @@ fn learns_planted_successor_rule() {
     let targets: Vec<i64> = held_out.iter().map(|s| s[s.len() - 1]).collect();
     let x = left_pad_batch(&inputs, mcfg.max_len);
     let scores = model.score_last(&x);
-    let hr1 = |scores: &Tensor| {
-        scores
-            .argmax(1, false)
-            .eq_tensor(&Tensor::from_slice(&targets))
-            .to_kind(Kind::Float)
-            .mean(Kind::Float)
-            .double_value(&[])
-    };
-    let hits = hr1(&scores);
+    let hits = hr_at_1(&scores, &targets);
     eprintln!("GRU4Rec HR@1 = {hits:.3}");
     assert!(hits > 0.9, "HR@1 {hits} <= 0.9");
 
     // Popularity cannot know the rule: its HR@1 stays near 1/n.
-    let users: Vec<(i64, Vec<i64>)> = train_seqs.iter().cloned().map(|s| (0, s)).collect();
-    let pop = Pop::fit(&users, n).score(&inputs).unwrap();
-    let pop_scores = Tensor::from_slice(&pop.concat()).view([inputs.len() as i64, n + 1]);
-    let pop_hits = hr1(&pop_scores);
+    let pop_hits = pop_hr_at_1(&train_seqs, n, &inputs, &targets);
     eprintln!("pop HR@1 = {pop_hits:.3}");
     assert!(pop_hits < 0.2, "pop HR@1 {pop_hits} is not low");
 
-    // save_model / load_model and the evaluation scorer give the same scores.
     let out = tmp.path().join("model");
-    save_model(&vs, &mcfg, &out).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["model"], "gru4rec");
-    let (_vs2, model2) = load_model::<Gru4RecConfig>(&out, Device::Cpu).unwrap();
-    assert_eq!(model2.config(), &mcfg);
-    assert!(model2.score_last(&x).equal(&scores));
-    let scorer = seqpipe_torch::models::load(&out, Device::Cpu).unwrap();
-    let rows = scorer.score(&inputs[..3]).unwrap();
-    let direct = SeqScorer::<Gru4RecConfig>::load(&out, Device::Cpu)
-        .unwrap()
-        .score(&inputs[..3])
-        .unwrap();
-    assert_eq!(rows, direct);
-    assert_eq!(rows[0].len(), n as usize + 1);
-    assert_eq!(rows[0][0], f32::NEG_INFINITY);
+    assert_reloads_identically(&vs, &mcfg, &out, &x, &scores, &inputs);
 }

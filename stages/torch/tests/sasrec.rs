@@ -2,16 +2,16 @@
 
 mod common;
 
-use common::{left_padded, max_abs_diff, successor_data};
+use common::{assert_reloads_identically, hr_at_1, left_padded, max_abs_diff, successor_data};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::models::left_pad_batch;
 use seqpipe_torch::models::sasrec::{SasRec, SasRecConfig};
 use seqpipe_torch::models::trainer::{
-    load_model, save_model, torch_rng_lock, train as train_sasrec, EpochStats, TrainConfig,
+    torch_rng_lock, train as train_sasrec, EpochStats, TrainConfig,
 };
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 fn small_cfg(num_items: i64, pre_norm: bool) -> SasRecConfig {
     SasRecConfig {
@@ -233,21 +233,12 @@ fn learns_planted_successor_rule() {
     assert_eq!(x.size(), vec![200, 19]);
     assert!(x.equal(&left_padded(&inputs, 19)));
     let scores = model.score_last(&x);
-    let hits = scores
-        .argmax(1, false)
-        .eq_tensor(&Tensor::from_slice(&targets))
-        .to_kind(Kind::Float)
-        .mean(Kind::Float)
-        .double_value(&[]);
+    let hits = hr_at_1(&scores, &targets);
     eprintln!("HR@1 = {hits:.3}");
     assert!(hits > 0.9, "HR@1 {hits} <= 0.9");
 
-    // save_model / load_model round trip gives the same scores.
     let out = tmp.path().join("model");
-    save_model(&vs, &mcfg, &out).unwrap();
-    let (_vs2, model2) = load_model::<SasRecConfig>(&out, Device::Cpu).unwrap();
-    assert_eq!(model2.config(), &mcfg);
-    assert!(model2.score_last(&x).equal(&scores));
+    assert_reloads_identically(&vs, &mcfg, &out, &x, &scores, &inputs);
 }
 
 fn model_var_count(cfg: &SasRecConfig) -> usize {

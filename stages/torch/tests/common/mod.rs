@@ -2,9 +2,15 @@
 //! sequences with a planted rule a model must learn.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::path::Path;
+
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tch::Tensor;
+use seqpipe_torch::models::pop::Pop;
+use seqpipe_torch::models::trainer::{load_model, save_model, ModelConfig, SequenceModel};
+use seqpipe_torch::models::{Scorer, SeqScorer};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
 
 /// Left-pads each sequence with 0 to length `l` and stacks them into [B, l].
 pub fn left_padded(seqs: &[Vec<i64>], l: usize) -> Tensor {
@@ -35,4 +41,60 @@ pub fn successor_data(
             (0..l as i64).map(|k| (start - 1 + k) % n + 1).collect()
         })
         .collect()
+}
+
+/// The share of rows of `scores` [B, n + 1] whose best item is the target.
+pub fn hr_at_1(scores: &Tensor, targets: &[i64]) -> f64 {
+    scores
+        .argmax(1, false)
+        .eq_tensor(&Tensor::from_slice(targets))
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[])
+}
+
+/// HR@1 of popularity fitted on `train`: it cannot know a sequential rule,
+/// so a model that learnt one must beat it.
+pub fn pop_hr_at_1(train: &[Vec<i64>], n: i64, inputs: &[Vec<i64>], targets: &[i64]) -> f64 {
+    let users: Vec<(i64, Vec<i64>)> = train.iter().cloned().map(|s| (0, s)).collect();
+    let pop = Pop::fit(&users, n).score(inputs).unwrap();
+    let scores = Tensor::from_slice(&pop.concat()).view([inputs.len() as i64, n + 1]);
+    hr_at_1(&scores, targets)
+}
+
+/// Saves a trained model into `dir` and checks that every way of loading it
+/// back — `load_model`, `models::load` and `SeqScorer` — gives the config it
+/// was trained with and scores exactly as the trained model did (`scores`
+/// for the left-padded batch `x` of `inputs`).
+pub fn assert_reloads_identically<C: ModelConfig>(
+    vs: &VarStore,
+    cfg: &C,
+    dir: &Path,
+    x: &Tensor,
+    scores: &Tensor,
+    inputs: &[Vec<i64>],
+) {
+    save_model(vs, cfg, dir).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"], C::NAME);
+    let saved: C = serde_json::from_value(config).unwrap();
+    assert!(
+        saved == *cfg,
+        "config.json does not hold the trained config"
+    );
+    let (_vs, model) = load_model::<C>(dir, Device::Cpu).unwrap();
+    assert!(model.score_last(x).equal(scores));
+    let rows = seqpipe_torch::models::load(dir, Device::Cpu)
+        .unwrap()
+        .score(&inputs[..3])
+        .unwrap();
+    let direct = SeqScorer::<C>::load(dir, Device::Cpu)
+        .unwrap()
+        .score(&inputs[..3])
+        .unwrap();
+    assert_eq!(rows, direct);
+    let n = scores.size()[1] as usize;
+    assert_eq!(rows[0].len(), n);
+    assert_eq!(rows[0][0], f32::NEG_INFINITY);
 }
