@@ -21,7 +21,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::spec::{did_you_mean, Location, Spec, SpecError, StageSpec};
-use crate::stage::{Registry, Resource, Stage};
+use crate::stage::{KindInfo, Registry, Resource, Stage};
 
 /// The artifact type of an input port that takes a file or folder from disk
 /// (raw data) instead of another stage's output. Its content hash enters the
@@ -182,15 +182,7 @@ fn resolve_inputs(
             Some(port) => port.ty,
             None => match info.extra_inputs {
                 Some(ty) => ty,
-                None => {
-                    let names = info.inputs.iter().map(|p| p.name);
-                    return Err(error(
-                        at,
-                        key,
-                        format!("kind `{}` has no input `{input}`", info.kind),
-                        did_you_mean(input, names),
-                    ));
-                }
+                None => return Err(no_such_input(&info, input, at, key)),
             },
         };
         if wanted_type == PATH_TYPE {
@@ -262,6 +254,17 @@ fn resolve_inputs(
     Ok(resolved)
 }
 
+/// The error for an input name the kind does not declare.
+fn no_such_input(info: &KindInfo, input: &str, at: &Location, key: String) -> SpecError {
+    let names = info.inputs.iter().map(|p| p.name);
+    error(
+        at,
+        key,
+        format!("kind `{}` has no input `{input}`", info.kind),
+        did_you_mean(input, names),
+    )
+}
+
 /// Checks the inputs written as paths: the port must take one and the file
 /// or folder must exist.
 fn resolve_paths(s: &StageSpec, kind: &dyn Stage) -> Result<BTreeMap<String, PathBuf>, SpecError> {
@@ -271,13 +274,7 @@ fn resolve_paths(s: &StageSpec, kind: &dyn Stage) -> Result<BTreeMap<String, Pat
         let at = &s.at.inputs[input];
         let key = format!("stages.{}.inputs.{input}", s.name);
         let Some(port) = info.inputs.iter().find(|p| p.name == input) else {
-            let names = info.inputs.iter().map(|p| p.name);
-            return Err(error(
-                at,
-                key,
-                format!("kind `{}` has no input `{input}`", info.kind),
-                did_you_mean(input, names),
-            ));
+            return Err(no_such_input(info, input, at, key));
         };
         if port.ty != PATH_TYPE {
             return Err(error(

@@ -92,6 +92,24 @@ pub struct StageReport {
     pub notes: BTreeMap<String, String>,
 }
 
+impl StageReport {
+    /// Stage `i`'s report with `outcome` and nothing else known yet.
+    fn new(plan: &Plan, i: usize, outcome: Outcome) -> StageReport {
+        StageReport {
+            name: plan.stages[i].name.clone(),
+            kind: plan.stages[i].kind.info().kind.to_string(),
+            outcome,
+            key: None,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            seconds: 0.0,
+            reason: None,
+            error: None,
+            notes: BTreeMap::new(),
+        }
+    }
+}
+
 /// The result of executing a plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -301,16 +319,8 @@ fn schedule(
     // Stages never started: skipped because of a failure upstream (or a stop).
     for i in selected {
         reports.entry(*i).or_insert_with(|| StageReport {
-            name: plan.stages[*i].name.clone(),
-            kind: plan.stages[*i].kind.info().kind.to_string(),
-            outcome: Outcome::Skipped,
-            key: None,
-            inputs: BTreeMap::new(),
-            outputs: BTreeMap::new(),
-            seconds: 0.0,
             reason: Some("an upstream stage failed".into()),
-            error: None,
-            notes: BTreeMap::new(),
+            ..StageReport::new(plan, *i, Outcome::Skipped)
         });
     }
     Ok(reports)
@@ -360,27 +370,6 @@ pub fn path_input_hashes(
         .collect()
 }
 
-/// The report of a stage whose raw input could not be read.
-fn unhashable(
-    plan: &Plan,
-    i: usize,
-    inputs: BTreeMap<String, Hash>,
-    e: crate::cache::CacheError,
-) -> StageReport {
-    StageReport {
-        name: plan.stages[i].name.clone(),
-        kind: plan.stages[i].kind.info().kind.to_string(),
-        outcome: Outcome::Failed,
-        key: None,
-        inputs,
-        outputs: BTreeMap::new(),
-        seconds: 0.0,
-        reason: None,
-        error: Some(e.to_string()),
-        notes: BTreeMap::new(),
-    }
-}
-
 /// Decides hit or miss for one stage and runs it on a miss.
 fn run_one(
     shared: &Shared<'_>,
@@ -392,21 +381,20 @@ fn run_one(
     let mut inputs = inputs;
     match path_input_hashes(shared.cache, plan, i) {
         Ok(hashes) => inputs.extend(hashes),
-        Err(e) => return Ok(unhashable(plan, i, inputs, e)),
+        Err(e) => {
+            return Ok(StageReport {
+                inputs,
+                error: Some(e.to_string()),
+                ..StageReport::new(plan, i, Outcome::Failed)
+            })
+        }
     }
     let fp = fingerprint(plan, i, inputs.clone());
     let key = fp.key();
     let mut report = StageReport {
-        name: stage.name.clone(),
-        kind: stage.kind.info().kind.to_string(),
-        outcome: Outcome::Cached,
         key: Some(key.clone()),
         inputs,
-        outputs: BTreeMap::new(),
-        seconds: 0.0,
-        reason: None,
-        error: None,
-        notes: BTreeMap::new(),
+        ..StageReport::new(plan, i, Outcome::Cached)
     };
     let fail = |mut report: StageReport, e: String| {
         report.outcome = Outcome::Failed;
