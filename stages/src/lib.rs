@@ -5,6 +5,12 @@
 //!
 //! - [`synth`]: a seeded synthetic interaction log.
 //! - [`load_atomic`] (`load.atomic`): RecBole atomic files into Parquet.
+//! - [`load_parquet`] (`load.parquet`): a folder of Parquet partitions,
+//!   filtered by path, day and count, streamed into one table.
+//! - [`clean`]: casts, null fills, required columns and dedup, with a
+//!   validation report.
+//! - [`profile`]: per-column types, nulls, distinct values, statistics and
+//!   top values of a table.
 //! - [`sequences`]: per-user sequences and a leave-one-out split.
 //! - [`train`]: pop, markov and SASRec (on LibTorch, in the worker).
 //! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
@@ -20,9 +26,12 @@
 //! run by the `seqpipe-torch` worker (the `stages/torch` crate), which holds
 //! the models; see [`torch_worker`].
 
+pub mod clean;
 pub mod evaluate;
 pub mod load_atomic;
+pub mod load_parquet;
 pub mod metrics;
+pub mod profile;
 pub mod report;
 pub mod seqdata;
 pub mod sequences;
@@ -40,6 +49,9 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(synth::Synth)
         .register(load_atomic::LoadAtomic)
+        .register(load_parquet::LoadParquet)
+        .register(clean::Clean)
+        .register(profile::ProfileStage)
         .register(sequences::Sequences)
         .register(train::Train)
         .register(evaluate::Evaluate)

@@ -100,3 +100,165 @@ fn column<'a>(batch: &'a RecordBatch, name: &str, file: &Path) -> anyhow::Result
         anyhow!("{}: no column `{name}` ({hint})", file.display())
     })
 }
+
+/// Writes a Parquet file batch by batch (snappy-compressed, like [`write`]),
+/// so a table larger than memory can be written as it is produced: only the
+/// row group being filled is held.
+pub struct TableWriter {
+    writer: ArrowWriter<File>,
+    path: std::path::PathBuf,
+    rows: usize,
+}
+
+impl TableWriter {
+    /// Creates `path` for batches of `schema`.
+    pub fn create(path: &Path, schema: arrow::datatypes::SchemaRef) -> anyhow::Result<TableWriter> {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        Ok(TableWriter {
+            writer: ArrowWriter::try_new(file, schema, Some(props))?,
+            path: path.to_path_buf(),
+            rows: 0,
+        })
+    }
+
+    /// Appends one batch (its schema must be the writer's).
+    pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        self.writer
+            .write(batch)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Finishes the file; returns the number of rows written.
+    pub fn close(self) -> anyhow::Result<usize> {
+        self.writer
+            .close()
+            .with_context(|| format!("cannot finish {}", self.path.display()))?;
+        Ok(self.rows)
+    }
+}
+
+/// The Parquet files of a table artifact and their common schema.
+#[derive(Debug, Clone)]
+pub struct TableFiles {
+    /// Every `*.parquet` file in the folder, sorted by name.
+    pub files: Vec<std::path::PathBuf>,
+    /// Column names and types (shared by all files); a column is nullable
+    /// when it is in any file. No metadata.
+    pub schema: arrow::datatypes::SchemaRef,
+}
+
+/// Lists the Parquet files of a table artifact (folder `dir`) and checks
+/// that they share one schema; the error names the folder (no file) or the
+/// file whose columns differ from the first one's.
+pub fn open_table(dir: &Path) -> anyhow::Result<TableFiles> {
+    use arrow::datatypes::{Field, Schema};
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: the input table has no Parquet file",
+        dir.display()
+    );
+    let mut fields: Vec<Field> = Vec::new();
+    for (n, file) in files.iter().enumerate() {
+        let schema = file_schema(file)?;
+        if n == 0 {
+            fields = schema
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), f.is_nullable()))
+                .collect();
+            continue;
+        }
+        let describe = |fs: &mut dyn Iterator<Item = (&String, &arrow::datatypes::DataType)>| {
+            fs.map(|(n, t)| format!("{n}: {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let same = schema.fields().len() == fields.len()
+            && schema
+                .fields()
+                .iter()
+                .zip(&fields)
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+        anyhow::ensure!(
+            same,
+            "{}: its columns ({}) differ from those of {} ({}); a table's files must share one schema",
+            file.display(),
+            describe(&mut schema.fields().iter().map(|f| (f.name(), f.data_type()))),
+            files[0].display(),
+            describe(&mut fields.iter().map(|f| (f.name(), f.data_type()))),
+        );
+        for (field, other) in fields.iter_mut().zip(schema.fields()) {
+            if other.is_nullable() && !field.is_nullable() {
+                *field = field.clone().with_nullable(true);
+            }
+        }
+    }
+    Ok(TableFiles {
+        files,
+        schema: Arc::new(Schema::new(fields)),
+    })
+}
+
+/// The Arrow schema of a Parquet file (read from its footer only).
+pub fn file_schema(path: &Path) -> anyhow::Result<arrow::datatypes::SchemaRef> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(builder.schema().clone())
+}
+
+/// Reads a Parquet file batch by batch (64 Ki rows at most each); read
+/// errors name the file.
+pub fn batches(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<RecordBatch>>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    let path = path.to_path_buf();
+    Ok(reader.map(move |b| b.with_context(|| format!("cannot read {}", path.display()))))
+}
+
+/// "did you mean `x`?" for a misspelt column, else the list of columns.
+pub fn column_hint<'a>(name: &str, names: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    seqpipe::spec::did_you_mean(name, names.clone()).unwrap_or_else(|| {
+        format!(
+            "its columns are: {}",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// The number of rows of a Parquet file, from its footer.
+pub fn file_rows(path: &Path) -> anyhow::Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// `part / whole` in percent, rounded half up to two decimals (`None` when
+/// `whole` is 0); integer arithmetic, so the same counts print the same.
+pub fn percent(part: u64, whole: u64) -> Option<f64> {
+    (part * 10_000 + whole / 2)
+        .checked_div(whole)
+        .map(|x| x as f64 / 100.0)
+}

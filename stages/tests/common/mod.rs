@@ -114,3 +114,26 @@ pub fn run_ok(dir: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The folder of output `output` of stage `stage` in the last run, from
+/// `show --json`.
+pub fn artifact_dir(dir: &Path, stage: &str, output: &str) -> PathBuf {
+    let out = seqpipe(dir, &["show", "p.toml", stage, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let record = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .unwrap_or_else(|| panic!("no stage {stage} in {v}"));
+    PathBuf::from(
+        record["artifacts"][output]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no output {output} of {stage} in {record}")),
+    )
+}
