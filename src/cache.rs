@@ -21,7 +21,9 @@
 //!
 //! Re-hashing large artifacts on every read would be slow, so a memo maps
 //! (path, size, mtime, inode) → hash; a file that changed in any of these is
-//! hashed again. The memo only saves time: mtimes never enter a key.
+//! hashed again, and a file modified in the last two seconds is not memoised
+//! (an edit in the same clock tick can keep all four). The memo only saves
+//! time: mtimes never enter a key.
 //!
 //! Artifacts are stored behind the [`ArtifactStore`] trait so that another
 //! backend (a shared object store) can replace the local folder later.
@@ -416,7 +418,7 @@ impl LocalStore {
                 Some(h) => h,
                 None => {
                     let h = hash_file(path)?;
-                    if memo {
+                    if memo && !recently_modified(&meta) {
                         self.memo_put(path, &meta, &h);
                     }
                     h
@@ -434,6 +436,21 @@ impl LocalStore {
         }
         listing.update(&files.to_le_bytes());
         Ok(listing.finalize().to_hex().to_string())
+    }
+}
+
+/// A file modified in the last two seconds is not memoised: another write in
+/// the same clock tick could leave size, mtime and inode unchanged (an edit
+/// that keeps the length, on a filesystem with coarse timestamps), and the
+/// memo would then hide it. Like git's "racily clean" entries, such a file
+/// is simply hashed again next time.
+fn recently_modified(meta: &fs::Metadata) -> bool {
+    let Ok(modified) = meta.modified() else {
+        return true;
+    };
+    match std::time::SystemTime::now().duration_since(modified) {
+        Ok(age) => age < std::time::Duration::from_secs(2),
+        Err(_) => true, // modified "in the future": clock skew, trust nothing
     }
 }
 

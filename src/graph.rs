@@ -28,6 +28,10 @@ use crate::stage::{KindInfo, Registry, Resource, Stage};
 /// key like any input's, so editing the data reruns the stage.
 pub const PATH_TYPE: &str = "path";
 
+/// The artifact type of an input port that takes any stage's output (a
+/// `command` stage's inputs: the script decides what it reads).
+pub const ANY_TYPE: &str = "*";
+
 /// A checked pipeline: stages with their kind resolved and params canonical.
 pub struct Plan {
     pub spec: Spec,
@@ -78,7 +82,7 @@ fn error(location: &Location, key: String, message: String, help: Option<String>
 }
 
 /// Checks `spec` against `registry` and orders its stages.
-pub fn resolve(spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
+pub fn resolve(mut spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
     if spec.stages.is_empty() {
         return Err(error(
             &spec.source.location(&(0..0)),
@@ -87,16 +91,10 @@ pub fn resolve(spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
             Some("add at least one [stages.NAME] table with a `kind`".into()),
         ));
     }
-    let by_name: BTreeMap<&str, usize> = spec
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-
     let mut stages = Vec::new();
-    for s in &spec.stages {
+    for s in &mut spec.stages {
         let kind = resolve_kind(s, registry)?;
+        let kind = bind(kind, s, registry)?;
         let params = resolve_params(s, kind.as_ref())?;
         stages.push(PlannedStage {
             name: s.name.clone(),
@@ -107,6 +105,13 @@ pub fn resolve(spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
             paths: BTreeMap::new(),
         });
     }
+    let by_name: BTreeMap<&str, usize> = spec
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+
     for (i, s) in spec.stages.iter().enumerate() {
         let inputs = resolve_inputs(s, &spec.stages, &stages, &by_name)?;
         stages[i].inputs = inputs;
@@ -130,6 +135,31 @@ fn resolve_kind(s: &StageSpec, registry: &Registry) -> Result<Arc<dyn Stage>, Sp
                 .or_else(|| Some("`seqpipe stages` lists every kind".into())),
         )
     })
+}
+
+/// The stage a kind becomes for this spec: itself, or, for kinds whose
+/// ports are written in the stage's TOML (`command`), a stage bound to it.
+/// Keys such as `cmd` on any other kind are errors.
+fn bind(
+    kind: Arc<dyn Stage>,
+    s: &mut StageSpec,
+    registry: &Registry,
+) -> Result<Arc<dyn Stage>, SpecError> {
+    if let Some(bound) = kind.bind(s, registry) {
+        return bound;
+    }
+    match s.extra.iter().next() {
+        None => Ok(kind),
+        Some((key, (_, at))) => Err(error(
+            at,
+            format!("stages.{}.{key}", s.name),
+            format!(
+                "`{key}` is a setting of `command` stages, not of kind `{}`",
+                kind.info().kind
+            ),
+            Some("a kind's settings go in params = { … }; `seqpipe stages` lists them".into()),
+        )),
+    }
 }
 
 fn resolve_params(s: &StageSpec, kind: &dyn Stage) -> Result<serde_json::Value, SpecError> {
@@ -220,7 +250,7 @@ fn resolve_inputs(
                     .or_else(|| Some(format!("its outputs are: {}", names.join(", ")))),
             ));
         };
-        if port.ty != wanted_type {
+        if port.ty != wanted_type && wanted_type != ANY_TYPE {
             return Err(error(
                 at,
                 key,

@@ -22,13 +22,17 @@
 //!   sled index of keys, run records and file-hash memo.
 //! - [`run`]: the scheduler that executes a plan against the cache.
 //! - [`ops`]: one function per command (`run`, `status`, `show`, `gc`, `stages`).
+//! - [`command`]: the `command` kind — a user's own program as a stage,
+//!   its outputs checked against the [`artifact`] types they declare.
 //! - [`worker`]: runs a stage kind in a separate worker program (for kinds
 //!   whose runtime is too heavy to load in every `seqpipe` call).
 //! - [`cli`]: argument parsing; calls one `ops` function and maps errors to
 //!   exit codes (0 ok, 1 a stage failed, 2 bad spec or usage).
 
+pub mod artifact;
 pub mod cache;
 pub mod cli;
+pub mod command;
 pub mod error;
 pub mod graph;
 pub mod key;

@@ -130,6 +130,20 @@ struct RawStage {
     inputs: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    // Keys only some kinds take (today the `command` kind); the kind checks
+    // their values when the stage is bound (see `Stage::bind`).
+    #[serde(default)]
+    cmd: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    shell: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    deps: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    env: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    outputs: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    resource: Option<Spanned<toml::Value>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -158,6 +172,11 @@ pub struct StageSpec {
     /// `/…`), resolved against the spec file's folder.
     pub paths: BTreeMap<String, PathBuf>,
     pub params: BTreeMap<String, toml::Value>,
+    /// Keys that only some kinds take (`cmd`, `shell`, `deps`, `env`,
+    /// `outputs`, `resource`), with where each was written; see `Stage::bind`.
+    pub extra: BTreeMap<String, (toml::Value, Location)>,
+    /// The spec file's folder: relative paths in the stage are relative to it.
+    pub dir: PathBuf,
     /// Where each part was written, for error messages.
     pub at: StageLocations,
 }
@@ -364,6 +383,21 @@ fn check_stage(
         });
     }
     let stage = stage.into_inner();
+    let base = spec_dir(&source.path);
+    let mut extra = BTreeMap::new();
+    for (key, value) in [
+        ("cmd", stage.cmd),
+        ("shell", stage.shell),
+        ("deps", stage.deps),
+        ("env", stage.env),
+        ("outputs", stage.outputs),
+        ("resource", stage.resource),
+    ] {
+        if let Some(value) = value {
+            let loc = source.location(&value.span());
+            extra.insert(key.to_string(), (value.into_inner(), loc));
+        }
+    }
     let mut inputs = BTreeMap::new();
     let mut paths = BTreeMap::new();
     let mut input_locs = BTreeMap::new();
@@ -372,7 +406,6 @@ fn check_stage(
         let key = format!("stages.{name}.inputs.{}", input.get_ref());
         let text = reference.get_ref().trim();
         if is_path(text) {
-            let base = source.path.parent().unwrap_or(Path::new("."));
             paths.insert(input.get_ref().clone(), base.join(text));
             input_locs.insert(input.into_inner(), loc);
             continue;
@@ -407,7 +440,21 @@ fn check_stage(
         inputs,
         paths,
         params,
+        extra,
+        dir: base,
     })
+}
+
+/// The folder of the spec file, absolute when it exists (`p.toml` → the
+/// current folder), so commands and paths resolve the same from anywhere.
+fn spec_dir(spec: &Path) -> PathBuf {
+    let parent = match spec.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parent
+        .canonicalize()
+        .unwrap_or_else(|_| parent.to_path_buf())
 }
 
 /// Whether an input value names a file or folder rather than `<stage>.<output>`.

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::artifact::{ArtifactCheck, ArtifactType};
 use crate::progress::Progress;
+use crate::spec::{SpecError, StageSpec};
 
 /// An input or output port of a stage kind.
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +80,18 @@ pub trait Stage: Send + Sync {
         params: &BTreeMap<String, toml::Value>,
     ) -> Result<serde_json::Value, String>;
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()>;
+    /// For a kind whose ports depend on the stage's own TOML (a `command`
+    /// stage declares its outputs, deps and argv there): returns the stage
+    /// bound to `spec`, which the plan then uses in place of the kind. It
+    /// may add path inputs to `spec` (e.g. `deps`). `None`: the kind is the
+    /// same for every stage, and keys in `spec.extra` are errors.
+    fn bind(
+        &self,
+        _spec: &mut StageSpec,
+        _registry: &Registry,
+    ) -> Option<Result<Arc<dyn Stage>, SpecError>> {
+        None
+    }
 }
 
 /// A stage kind with typed params. `Params` must use `#[serde(default,
@@ -145,16 +159,46 @@ impl<T: TypedStage> Stage for Typed<T> {
 /// (e.g. the LibTorch version and the device), gathered lazily.
 pub type EnvironmentProbe = fn(device: &str) -> BTreeMap<String, String>;
 
-/// The stage kinds a binary offers, by kind name.
+/// The stage kinds a binary offers, by kind name, and the artifact types
+/// whose contents can be checked (what a `command` stage may declare).
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Stage>>,
+    artifact_types: BTreeMap<&'static str, ArtifactType>,
     probe: Option<EnvironmentProbe>,
 }
 
 impl Registry {
+    /// The engine's own kinds (`command`) and artifact types (`dir`,
+    /// `file`, `metrics`, `log`); a stage library adds its own.
     pub fn new() -> Registry {
-        Registry::default()
+        let mut r = Registry::default();
+        r.register_dyn(Arc::new(crate::command::CommandKind));
+        for t in crate::artifact::builtin_types() {
+            r.artifact_types.insert(t.name, t);
+        }
+        r
+    }
+
+    /// Declares an artifact type that `command` stages may produce, with the
+    /// check their output must pass before it is published.
+    pub fn register_artifact_type(
+        &mut self,
+        name: &'static str,
+        doc: &'static str,
+        check: ArtifactCheck,
+    ) -> &mut Self {
+        self.artifact_types
+            .insert(name, ArtifactType { name, doc, check });
+        self
+    }
+
+    pub fn artifact_type(&self, name: &str) -> Option<&ArtifactType> {
+        self.artifact_types.get(name)
+    }
+
+    pub fn artifact_types(&self) -> impl Iterator<Item = &ArtifactType> {
+        self.artifact_types.values()
     }
 
     /// Adds a typed stage kind.

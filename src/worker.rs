@@ -159,7 +159,7 @@ fn relay_events(stdout: impl Read, ctx: &mut StageContext<'_>) -> Option<String>
 
 /// Linux: the worker gets SIGKILL when the thread that started it dies.
 #[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: between fork and exec only async-signal-safe calls are made
@@ -179,7 +179,7 @@ fn die_with_parent(command: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
+pub(crate) fn die_with_parent(_command: &mut Command) {}
 
 /// A worker program's `main`: reads one [`WorkerRequest`] from stdin, runs
 /// it with `registry`'s implementation of its kind, reports on stdout.

@@ -41,13 +41,18 @@ pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
         if cmd.stage.as_ref().is_some_and(|s| *s != name) {
             continue;
         }
+        let ports = plan
+            .index_of(&name)
+            .map(|i| plan.stages[i].kind.info().outputs.clone())
+            .unwrap_or_default();
         let mut artifacts = serde_json::Map::new();
         for (output, id) in stage["outputs"].as_object().cloned().unwrap_or_default() {
             let id = id.as_str().unwrap_or("").to_string();
             let path = cache.store().path(&id);
+            let ty = ports.iter().find(|p| p.name == output).map(|p| p.ty);
             artifacts.insert(
                 output.clone(),
-                serde_json::json!({ "hash": id, "path": path.display().to_string() }),
+                serde_json::json!({ "hash": id, "path": path.display().to_string(), "type": ty }),
             );
             rows.push((name.clone(), output, path));
         }

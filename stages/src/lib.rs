@@ -26,6 +26,7 @@
 //! run by the `seqpipe-torch` worker (the `stages/torch` crate), which holds
 //! the models; see [`torch_worker`].
 
+pub mod artifact_types;
 pub mod clean;
 pub mod evaluate;
 pub mod load_atomic;
@@ -57,6 +58,7 @@ pub fn registry() -> Registry {
         .register(evaluate::Evaluate)
         .register(report::Report)
         .set_environment_probe(environment);
+    artifact_types::register(&mut r);
     r
 }
 

@@ -1,0 +1,244 @@
+//! Placeholders in a command's argv and env: `{params.lr}`, `{inputs.data}`,
+//! `{outputs.model}`, `{checkpoint_dir}`, `{seed}`, `{device}`, `{stage}`.
+//! Braces around anything else (`awk '{ print $1 }'`, JSON) stay as written;
+//! `{{` and `}}` also stand for literal braces.
+//!
+//! A template is parsed and checked when the plan is built, so a
+//! placeholder naming a param, input or output the stage does not have is a
+//! spec error before anything runs; it is rendered when the stage runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    Param(String),
+    Input(String),
+    Output(String),
+    CheckpointDir,
+    Seed,
+    Device,
+    Stage,
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(pub Vec<Piece>);
+
+/// The names a template may refer to.
+pub struct Names<'a> {
+    pub params: Vec<&'a str>,
+    pub inputs: Vec<&'a str>,
+    pub outputs: Vec<&'a str>,
+}
+
+/// What a template is rendered with at run time.
+pub struct Values<'a> {
+    pub params: &'a serde_json::Value,
+    pub inputs: &'a BTreeMap<String, std::path::PathBuf>,
+    /// Output name → the path the command writes it to.
+    pub outputs: &'a BTreeMap<String, std::path::PathBuf>,
+    pub checkpoint_dir: &'a Path,
+    pub seed: u64,
+    pub device: &'a str,
+    pub stage: &'a str,
+}
+
+impl Template {
+    /// Parses `text`; `Err` names the bad placeholder and what is allowed.
+    pub fn parse(text: &str, names: &Names<'_>) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                literal.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            // Only `{word}` or `{group.word}` is a placeholder; other braces
+            // (an awk program, JSON) are text.
+            if let Some(after) = tail.strip_prefix('}') {
+                literal.push('}');
+                rest = after;
+                continue;
+            }
+            let end = tail.find('}');
+            let inner = end.map(|e| &tail[1..e]);
+            let Some((end, _)) = end.zip(inner.filter(|i| looks_like_placeholder(i))) else {
+                literal.push_str(&tail[..1]);
+                rest = &tail[1..];
+                continue;
+            };
+            if !literal.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut literal)));
+            }
+            pieces.push(placeholder(&tail[1..end], names)?);
+            rest = &tail[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Ok(Template(pieces))
+    }
+
+    /// The text with every placeholder replaced; `quote` wraps substituted
+    /// values (shell quoting when the command runs through `sh -c`).
+    pub fn render(&self, values: &Values<'_>, quote: fn(&str) -> String) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            let value = match piece {
+                Piece::Text(text) => {
+                    out.push_str(text);
+                    continue;
+                }
+                Piece::Param(name) => param_text(&values.params[name]),
+                Piece::Input(name) => path_text(values.inputs.get(name)),
+                Piece::Output(name) => path_text(values.outputs.get(name)),
+                Piece::CheckpointDir => values.checkpoint_dir.display().to_string(),
+                Piece::Seed => values.seed.to_string(),
+                Piece::Device => values.device.to_string(),
+                Piece::Stage => values.stage.to_string(),
+            };
+            out.push_str(&quote(&value));
+        }
+        out
+    }
+}
+
+fn looks_like_placeholder(inner: &str) -> bool {
+    !inner.is_empty()
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+}
+
+fn placeholder(inner: &str, names: &Names<'_>) -> Result<Piece, String> {
+    let inner = inner.trim();
+    let lookup = |group: &str, name: &str, known: &[&str], piece: fn(String) -> Piece| {
+        if known.contains(&name) {
+            Ok(piece(name.to_string()))
+        } else {
+            let listed = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
+            Err(format!(
+                "`{{{inner}}}`: this stage has no {group} `{name}` (its {group}s: {listed})"
+            ))
+        }
+    };
+    match inner.split_once('.') {
+        Some(("params", name)) => lookup("param", name, &names.params, Piece::Param),
+        Some(("inputs", name)) => lookup("input", name, &names.inputs, Piece::Input),
+        Some(("outputs", name)) => lookup("output", name, &names.outputs, Piece::Output),
+        None if inner == "checkpoint_dir" => Ok(Piece::CheckpointDir),
+        None if inner == "seed" => Ok(Piece::Seed),
+        None if inner == "device" => Ok(Piece::Device),
+        None if inner == "stage" => Ok(Piece::Stage),
+        _ => Err(format!(
+            "`{{{inner}}}` is not a placeholder: use {{params.NAME}}, {{inputs.NAME}}, \
+             {{outputs.NAME}}, {{checkpoint_dir}}, {{seed}}, {{device}} or {{stage}} \
+             (`{{{{` for a literal brace)"
+        )),
+    }
+}
+
+/// A param as a command-line word: strings bare, numbers and booleans as
+/// written, lists and tables as JSON.
+pub fn param_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn path_text(path: Option<&std::path::PathBuf>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Quotes a word for `sh -c`.
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@%,".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// No quoting: each argv word reaches the program as is.
+pub fn verbatim(word: &str) -> String {
+    word.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names<'static> {
+        Names {
+            params: vec!["lr", "name"],
+            inputs: vec!["data"],
+            outputs: vec!["model"],
+        }
+    }
+
+    #[test]
+    fn renders_placeholders_and_literal_braces() {
+        let t =
+            Template::parse("--lr={params.lr} {inputs.data}/x {{json}} {seed}", &names()).unwrap();
+        let params = serde_json::json!({"lr": 0.001, "name": "a b"});
+        let inputs = BTreeMap::from([("data".to_string(), "/c/in".into())]);
+        let outputs = BTreeMap::new();
+        let values = Values {
+            params: &params,
+            inputs: &inputs,
+            outputs: &outputs,
+            checkpoint_dir: Path::new("/ck"),
+            seed: 7,
+            device: "cpu",
+            stage: "s",
+        };
+        assert_eq!(t.render(&values, verbatim), "--lr=0.001 /c/in/x {json} 7");
+        let t = Template::parse("echo {params.name}", &names()).unwrap();
+        assert_eq!(t.render(&values, shell_quote), "echo 'a b'");
+    }
+
+    #[test]
+    fn unknown_names_are_errors_that_list_what_exists() {
+        let e = Template::parse("{params.lrr}", &names()).unwrap_err();
+        assert!(e.contains("no param `lrr` (its params: lr, name)"), "{e}");
+        let e = Template::parse("{inputs.x}", &names()).unwrap_err();
+        assert!(e.contains("no input `x`"), "{e}");
+        let e = Template::parse("{foo}", &names()).unwrap_err();
+        assert!(e.contains("is not a placeholder"), "{e}");
+        let e = Template::parse("{param.lr}", &names()).unwrap_err();
+        assert!(e.contains("is not a placeholder"), "{e}");
+    }
+
+    #[test]
+    fn other_braces_are_text() {
+        let awk = Template::parse("NR <= {params.lr} { print > out }", &names()).unwrap();
+        assert_eq!(awk.0[0], Piece::Text("NR <= ".into()));
+        assert_eq!(awk.0[1], Piece::Param("lr".into()));
+        assert_eq!(awk.0[2], Piece::Text(" { print > out }".into()));
+        let json = Template::parse(r#"{"n": 1} a}b {x"#, &names()).unwrap();
+        assert_eq!(json.0, [Piece::Text(r#"{"n": 1} a}b {x"#.into())]);
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(shell_quote("/a/b.txt"), "/a/b.txt");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
