@@ -20,6 +20,7 @@ Examples:
   seqpipe run pipelines/quickstart.toml --set train_sasrec.lr=3e-4
                                                         change one param for this run
   seqpipe status pipelines/quickstart.toml              what would run, and why
+  seqpipe sweep pipelines/sweep.toml                    every trial of its [sweep], a leaderboard
   seqpipe show pipelines/quickstart.toml                last run's results and artifacts
   seqpipe stages                                        every stage kind and its params
 
@@ -53,6 +54,10 @@ struct Cli {
 enum Command {
     /// Run a pipeline: every stage whose key is not cached is computed.
     Run(RunArgs),
+    /// Run every trial of the spec's [sweep] table; print a leaderboard and
+    /// write the best trial as `<spec>.best.toml`.
+    #[command(after_help = SWEEP_HELP)]
+    Sweep(SweepArgs),
     /// Say, per stage, whether it is cached, and if not, why it would run.
     Status(StatusArgs),
     /// Show the last run of a pipeline: results, artifacts and their paths.
@@ -94,6 +99,41 @@ struct RunArgs {
     #[arg(long)]
     keep_going: bool,
     /// No progress bars or summary.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+const SWEEP_HELP: &str = "\
+A sweep is a [sweep] table in the pipeline spec:
+
+  [sweep]
+  metric  = \"eval.test.ndcg@10\"     # <stage>.<path in its metrics.json>
+  goal    = \"max\"                   # or \"min\"
+  repeats = 3                       # seeds per configuration: mean ± std
+  samples = 8                       # random draws per grid point
+
+  [sweep.grid]                      # every combination
+  \"train.model\" = [\"pop\", \"markov\", \"sasrec\"]
+
+  [sweep.random]                    # uniform, log_uniform, int_uniform, choice
+  \"train.lr\" = { log_uniform = [1e-4, 1e-2] }
+
+Trials share every artifact they have in common (the data stages run once),
+and trials a stage's key cannot tell apart (lr on `pop`) run once. Rerun an
+interrupted sweep: finished trials are cache hits. `seqpipe run` on the same
+spec ignores [sweep] and runs the params as written.";
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Stages to run at once within a trial (tensor stages one at a time).
+    #[arg(short, long, default_value_t = 2)]
+    jobs: usize,
+    /// Folder for leaderboard.csv and leaderboard.md [default: <cache>/sweeps/<pipeline>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// No progress bars or leaderboard on the terminal.
     #[arg(short, long)]
     quiet: bool,
 }
@@ -168,6 +208,20 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                 quiet: a.quiet,
             };
             ops::run::run(&cmd, registry).map(|_| ())
+        }
+        Command::Sweep(a) => {
+            let cmd = ops::sweep::SweepCommand {
+                spec: a.spec.spec,
+                sets: a.spec.sets,
+                run: RunOptions {
+                    jobs: a.jobs,
+                    ..RunOptions::default()
+                },
+                cache,
+                out: a.out,
+                quiet: a.quiet,
+            };
+            ops::sweep::sweep(&cmd, registry).map(|_| ())
         }
         Command::Status(a) => {
             let cmd = ops::status::StatusCommand {

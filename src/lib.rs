@@ -24,6 +24,8 @@
 //! - [`ops`]: one function per command (`run`, `status`, `show`, `gc`, `stages`).
 //! - [`command`]: the `command` kind — a user's own program as a stage,
 //!   its outputs checked against the [`artifact`] types they declare.
+//! - [`sweep`]: the `[sweep]` table (grid and random spaces, repeats) and
+//!   the trials it expands into; `ops::sweep` runs them.
 //! - [`worker`]: runs a stage kind in a separate worker program (for kinds
 //!   whose runtime is too heavy to load in every `seqpipe` call).
 //! - [`cli`]: argument parsing; calls one `ops` function and maps errors to
@@ -41,6 +43,7 @@ pub mod progress;
 pub mod run;
 pub mod spec;
 pub mod stage;
+pub mod sweep;
 pub mod worker;
 
 /// Bumped whenever the engine changes how keys or artifacts are laid out; it is

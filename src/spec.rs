@@ -107,7 +107,7 @@ struct RawSpec {
     #[serde(default)]
     stages: BTreeMap<Spanned<String>, Spanned<RawStage>>,
     #[serde(default)]
-    sweep: Option<Spanned<toml::Value>>,
+    sweep: Option<Spanned<crate::sweep::RawSweep>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +160,8 @@ pub struct Spec {
     pub device: String,
     /// Stages in the order they appear in the file.
     pub stages: Vec<StageSpec>,
+    /// The `[sweep]` table, if any (`seqpipe sweep`; `run` ignores it).
+    pub sweep: Option<crate::sweep::SweepSpec>,
 }
 
 /// One `[stages.NAME]` table.
@@ -292,14 +294,6 @@ fn key_at(text: &str, span: &Range<usize>) -> String {
 }
 
 fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, SpecError> {
-    if let Some(sweep) = &raw.sweep {
-        return Err(SpecError {
-            location: source.location(&sweep.span()),
-            key: "sweep".into(),
-            message: "sweeps are not supported by this version of seqpipe yet".into(),
-            help: Some("remove the [sweep] table and use --set to try one value at a time".into()),
-        });
-    }
     let pipeline = raw.pipeline.into_inner();
     let name = pipeline.name.get_ref().trim().to_string();
     if name.is_empty() || !name.chars().all(is_name_char) {
@@ -335,6 +329,10 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
     stages.sort_by_key(|(start, _)| *start);
     let mut stages: Vec<StageSpec> = stages.into_iter().map(|(_, s)| s).collect();
     apply_overrides(&mut stages, overrides)?;
+    let sweep = match raw.sweep {
+        Some(sweep) => Some(crate::sweep::check(sweep, &source, &stages, seed)?),
+        None => None,
+    };
 
     Ok(Spec {
         source,
@@ -343,6 +341,7 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         seed,
         device,
         stages,
+        sweep,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod run;
 pub mod show;
 pub mod stages;
 pub mod status;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

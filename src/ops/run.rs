@@ -31,21 +31,9 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
     let started_at = now_unix();
     let report = run::execute(&plan, &cache, &cmd.run, &progress)?;
     let run_id = format!("{started_at}-{}", std::process::id());
-    let ran_tensor_stage = report.stages.iter().any(|s| s.outcome == Outcome::Ran);
-    let manifest = serde_json::json!({
-        "pipeline": plan.spec.name,
-        "spec": cmd.spec.display().to_string(),
-        "run_id": run_id,
-        "started_at": started_at,
-        "seconds": report.seconds,
-        "seed": plan.spec.seed,
-        "device": plan.spec.device,
-        "seqpipe": { "version": crate::VERSION, "git_revision": crate::GIT_REVISION },
-        "environment": if ran_tensor_stage { registry.environment(&plan.spec.device) } else { Default::default() },
-        "overrides": cmd.sets,
-        "stages": report.stages,
-    });
-    let manifest_path = cache.save_run(&plan.spec.name, &run_id, &manifest)?;
+    let manifest_path = save_manifest(
+        &cache, &plan, &cmd.spec, &cmd.sets, &report, registry, &run_id, started_at,
+    )?;
 
     if !cmd.quiet {
         println!("{}", summary_table(&report));
@@ -79,7 +67,37 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
-fn now_unix() -> u64 {
+/// Writes the run manifest of `report` (a run of `plan`) to the cache.
+#[allow(clippy::too_many_arguments)]
+pub fn save_manifest(
+    cache: &crate::cache::Cache,
+    plan: &crate::graph::Plan,
+    spec: &std::path::Path,
+    overrides: &[String],
+    report: &RunReport,
+    registry: &Registry,
+    run_id: &str,
+    started_at: u64,
+) -> anyhow::Result<PathBuf> {
+    let ran_any = report.stages.iter().any(|s| s.outcome == Outcome::Ran);
+    let manifest = serde_json::json!({
+        "pipeline": plan.spec.name,
+        "spec": spec.display().to_string(),
+        "run_id": run_id,
+        "started_at": started_at,
+        "seconds": report.seconds,
+        "seed": plan.spec.seed,
+        "device": plan.spec.device,
+        "seqpipe": { "version": crate::VERSION, "git_revision": crate::GIT_REVISION },
+        "environment": if ran_any { registry.environment(&plan.spec.device) } else { Default::default() },
+        "overrides": overrides,
+        "stages": report.stages,
+    });
+    Ok(cache.save_run(&plan.spec.name, run_id, &manifest)?)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -1,0 +1,567 @@
+//! `seqpipe sweep`: runs every trial of a spec's `[sweep]` table against
+//! one cache, then writes a leaderboard and the best trial as a pipeline.
+//!
+//! Trials run one after another, each a normal run (with its own manifest),
+//! so whatever two trials share is computed once: the data stages run for
+//! the first trial and are cache hits after. Trials whose stages would be
+//! keyed on exactly the same params and seed (e.g. `lr` swept over a `pop`
+//! model that ignores it) are the same trial: the leaderboard lists them
+//! once and names the duplicates. An interrupted sweep rerun finds its
+//! finished trials cached and the unfinished one resumes from its checkpoint.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use super::run::{now_unix, save_manifest};
+use super::CacheOptions;
+use crate::artifact::METRICS_FILE;
+use crate::cache::Cache;
+use crate::graph::{self, Plan};
+use crate::progress::Progress;
+use crate::run::{self, Outcome, RunError, RunOptions, RunReport};
+use crate::spec::{self, Override, SpecError};
+use crate::stage::Registry;
+use crate::sweep::{SweepSpec, Trial};
+
+/// Options of `seqpipe sweep`.
+#[derive(Debug, Clone)]
+pub struct SweepCommand {
+    pub spec: PathBuf,
+    pub sets: Vec<String>,
+    pub run: RunOptions,
+    pub cache: CacheOptions,
+    /// Where the leaderboard goes (default: `<cache>/sweeps/<pipeline>`).
+    pub out: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// What one trial gave.
+#[derive(Debug, Clone)]
+pub struct TrialResult {
+    pub trial: Trial,
+    /// The selection metric, `None` when the trial failed.
+    pub metric: Option<f64>,
+    /// The numbers beside the selection metric in its metrics.json object.
+    pub siblings: BTreeMap<String, f64>,
+    pub seconds: f64,
+    pub ran: usize,
+    pub cached: usize,
+    /// The trial this one duplicates (same canonical params and seed).
+    pub same_as: Option<usize>,
+    pub error: Option<String>,
+}
+
+/// One configuration on the leaderboard: its trials (one per seed).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub config: usize,
+    pub values: Vec<(String, String, toml::Value)>,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub trials: Vec<TrialResult>,
+}
+
+/// Runs the sweep; returns the leaderboard, best first.
+pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entry>> {
+    let base: Vec<Override> = cmd
+        .sets
+        .iter()
+        .map(|s| Override::parse(s))
+        .collect::<Result<_, _>>()?;
+    let spec = spec::load(&cmd.spec, &base)?;
+    let Some(sweep) = spec.sweep.clone() else {
+        return Err(SpecError {
+            location: spec.source.location(&(0..0)),
+            key: "sweep".into(),
+            message: "the pipeline has no [sweep] table".into(),
+            help: Some(
+                "add [sweep] with metric = \"<stage>.<split>.<metric>\" and a [sweep.grid] or \
+                 [sweep.random] table; see `seqpipe sweep --help`"
+                    .into(),
+            ),
+        }
+        .into());
+    };
+    let base_seed = spec.seed;
+    let plan = graph::resolve(spec, registry)?;
+    check_against_plan(&sweep, &plan)?;
+
+    let cache = cmd.cache.open()?;
+    let progress = if cmd.quiet {
+        Progress::hidden()
+    } else {
+        Progress::new()
+    };
+    let trials = sweep.trials();
+    let mut results: Vec<TrialResult> = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for trial in trials {
+        let overrides = trial_overrides(&base, &trial);
+        let mut spec = spec::load(&cmd.spec, &overrides)?;
+        spec.seed = base_seed + trial.repeat as u64;
+        let plan = graph::resolve(spec, registry)?;
+        let signature = signature(&plan);
+        if let Some(&first) = seen.get(&signature) {
+            let mut copy = results[first - 1].clone();
+            copy.trial = trial;
+            copy.same_as = Some(first);
+            results.push(copy);
+            continue;
+        }
+        seen.insert(signature, trial.id);
+        if !cmd.quiet {
+            eprintln!("seqpipe: sweep trial {} ({})", trial.id, describe(&trial));
+        }
+        let started_at = now_unix();
+        let report = run::execute(&plan, &cache, &cmd.run, &progress)?;
+        let run_id = format!("{started_at}-{}-trial{}", std::process::id(), trial.id);
+        let sets: Vec<String> = overrides.iter().map(|o| o.flag.clone()).collect();
+        save_manifest(
+            &cache, &plan, &cmd.spec, &sets, &report, registry, &run_id, started_at,
+        )?;
+        results.push(trial_result(trial, &plan, &report, &cache, &sweep));
+    }
+
+    let board = leaderboard(&sweep, results);
+    let out = match &cmd.out {
+        Some(dir) => dir.clone(),
+        None => cache.root().join("sweeps").join(&plan.spec.name),
+    };
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("leaderboard.csv"), to_csv(&sweep, &board))?;
+    std::fs::write(out.join("leaderboard.md"), to_markdown(&sweep, &board))?;
+    let best = board
+        .first()
+        .filter(|e| e.mean.is_some())
+        .map(|e| write_best(&cmd.spec, e, base_seed, &sweep))
+        .transpose()?;
+    if !cmd.quiet {
+        println!("{}", terminal_table(&sweep, &board));
+        println!("\nleaderboard: {}", out.join("leaderboard.md").display());
+        if let Some(best) = &best {
+            println!("best trial as a pipeline: {}", best.display());
+        }
+    }
+    let failed: Vec<String> = board
+        .iter()
+        .flat_map(|e| &e.trials)
+        .filter(|t| t.error.is_some() && t.same_as.is_none())
+        .map(|t| format!("trial {}", t.trial.id))
+        .collect();
+    if !failed.is_empty() {
+        return Err(RunError::StagesFailed {
+            count: failed.len(),
+            stages: failed.join(", "),
+        }
+        .into());
+    }
+    Ok(board)
+}
+
+/// Every swept param must be one the stage's kind takes, and the metric
+/// stage must write a `metrics` artifact; errors point at the sweep key.
+fn check_against_plan(sweep: &SweepSpec, plan: &Plan) -> Result<(), SpecError> {
+    let axes = sweep
+        .grid
+        .iter()
+        .map(|a| (&a.stage, &a.param, &a.at))
+        .chain(sweep.random.iter().map(|a| (&a.stage, &a.param, &a.at)));
+    for (stage, param, at) in axes {
+        let i = plan.index_of(stage).expect("checked by sweep::check");
+        let defaults = plan.stages[i].kind.defaults();
+        let known: Vec<&str> = defaults
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        if !known.contains(&param.as_str()) {
+            return Err(SpecError {
+                location: at.clone(),
+                key: format!("sweep.\"{stage}.{param}\""),
+                message: format!(
+                    "stage `{stage}` (kind `{}`) has no param `{param}`",
+                    plan.stages[i].kind.info().kind
+                ),
+                help: spec::did_you_mean(param, known.iter().copied())
+                    .or_else(|| Some(format!("its params: {}", known.join(", ")))),
+            });
+        }
+    }
+    let i = plan
+        .index_of(&sweep.metric.stage)
+        .expect("checked by sweep::check");
+    if !plan.stages[i]
+        .kind
+        .info()
+        .outputs
+        .iter()
+        .any(|p| p.ty == "metrics")
+    {
+        return Err(SpecError {
+            location: sweep.metric.at.clone(),
+            key: "sweep.metric".into(),
+            message: format!(
+                "stage `{}` writes no `metrics` artifact to read `{}` from",
+                sweep.metric.stage, sweep.metric
+            ),
+            help: Some("name an evaluation stage, e.g. metric = \"eval.test.ndcg@10\"".into()),
+        });
+    }
+    Ok(())
+}
+
+fn trial_overrides(base: &[Override], trial: &Trial) -> Vec<Override> {
+    let mut all = base.to_vec();
+    for (stage, param, value) in &trial.values {
+        all.push(Override {
+            stage: stage.clone(),
+            param: param.clone(),
+            value: value.clone(),
+            flag: format!("{stage}.{param}={value}"),
+        });
+    }
+    all
+}
+
+/// What makes two trials the same: every stage's canonical params (what
+/// enters its key besides inputs) and the seed.
+fn signature(plan: &Plan) -> String {
+    let stages: Vec<(&str, &serde_json::Value)> = plan
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), &s.params))
+        .collect();
+    serde_json::json!({ "seed": plan.spec.seed, "stages": stages }).to_string()
+}
+
+fn describe(trial: &Trial) -> String {
+    let mut parts: Vec<String> = trial
+        .values
+        .iter()
+        .map(|(s, p, v)| format!("{s}.{p}={v}"))
+        .collect();
+    if trial.repeat > 0 {
+        parts.push(format!("repeat {}", trial.repeat + 1));
+    }
+    parts.join(", ")
+}
+
+fn trial_result(
+    trial: Trial,
+    plan: &Plan,
+    report: &RunReport,
+    cache: &Cache,
+    sweep: &SweepSpec,
+) -> TrialResult {
+    let count = |o: Outcome| report.stages.iter().filter(|s| s.outcome == o).count();
+    let mut result = TrialResult {
+        trial,
+        metric: None,
+        siblings: BTreeMap::new(),
+        seconds: report.seconds,
+        ran: count(Outcome::Ran),
+        cached: count(Outcome::Cached),
+        same_as: None,
+        error: None,
+    };
+    match read_metric(plan, report, cache, sweep) {
+        Ok((value, siblings)) => {
+            result.metric = Some(value);
+            result.siblings = siblings;
+        }
+        Err(e) => result.error = Some(e),
+    }
+    result
+}
+
+/// The selection metric and the numbers beside it, from the metric stage's
+/// `metrics.json`.
+fn read_metric(
+    plan: &Plan,
+    report: &RunReport,
+    cache: &Cache,
+    sweep: &SweepSpec,
+) -> Result<(f64, BTreeMap<String, f64>), String> {
+    let metric = &sweep.metric;
+    let stage = report
+        .stages
+        .iter()
+        .find(|s| s.name == metric.stage)
+        .ok_or("the metric stage did not run")?;
+    if let Some(error) = &stage.error {
+        return Err(format!("stage `{}` failed: {error}", stage.name));
+    }
+    let i = plan.index_of(&metric.stage).ok_or("no metric stage")?;
+    let output = plan.stages[i]
+        .kind
+        .info()
+        .outputs
+        .iter()
+        .find(|p| p.ty == "metrics")
+        .ok_or("no metrics output")?;
+    let id = stage
+        .outputs
+        .get(output.name)
+        .ok_or_else(|| format!("stage `{}` has no output `{}`", stage.name, output.name))?;
+    let path = cache.store().path(id).join(METRICS_FILE);
+    let json: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("cannot read {}", path.display()))?;
+    let (last, parents) = metric.path.split_last().expect("a metric path");
+    let parent = parents.iter().try_fold(&json, |v, k| v.get(k));
+    let value = parent
+        .and_then(|p| p.get(last))
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| {
+            format!(
+                "{} has no number at `{}`",
+                path.display(),
+                metric.path.join(".")
+            )
+        })?;
+    let siblings = parent
+        .and_then(serde_json::Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((value, siblings))
+}
+
+/// Groups trials by configuration (mean ± std over seeds), best first;
+/// failed configurations last.
+fn leaderboard(sweep: &SweepSpec, results: Vec<TrialResult>) -> Vec<Entry> {
+    let mut by_config: BTreeMap<usize, Vec<TrialResult>> = BTreeMap::new();
+    for r in results {
+        by_config.entry(r.trial.config).or_default().push(r);
+    }
+    let mut board: Vec<Entry> = by_config
+        .into_iter()
+        .map(|(config, trials)| {
+            let values: Vec<f64> = trials.iter().filter_map(|t| t.metric).collect();
+            let complete = values.len() == trials.len();
+            let mean = complete.then(|| values.iter().sum::<f64>() / values.len() as f64);
+            let std = mean.filter(|_| values.len() > 1).map(|m| {
+                (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64)
+                    .sqrt()
+            });
+            Entry {
+                config,
+                values: trials[0].trial.values.clone(),
+                mean,
+                std,
+                trials,
+            }
+        })
+        .collect();
+    board.sort_by(|a, b| match (a.mean, b.mean) {
+        (Some(x), Some(y)) if sweep.maximize => y.total_cmp(&x).then(a.config.cmp(&b.config)),
+        (Some(x), Some(y)) => x.total_cmp(&y).then(a.config.cmp(&b.config)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.config.cmp(&b.config),
+    });
+    board
+}
+
+/// The swept names, in the order of the first configuration's values.
+fn axis_names(board: &[Entry]) -> Vec<String> {
+    board
+        .first()
+        .map(|e| {
+            e.values
+                .iter()
+                .map(|(s, p, _)| format!("{s}.{p}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn metric_text(e: &Entry) -> String {
+    match (e.mean, e.std) {
+        (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
+        (Some(m), None) => format!("{m:.4}"),
+        (None, _) => "failed".into(),
+    }
+}
+
+/// "ran 3, cached 4" over the entry's trials; duplicates say whose.
+fn status_text(e: &Entry) -> String {
+    if let Some(first) = e.trials[0].same_as {
+        return format!("same as trial {first}");
+    }
+    let ran: usize = e.trials.iter().map(|t| t.ran).sum();
+    let cached: usize = e.trials.iter().map(|t| t.cached).sum();
+    format!("ran {ran}, cached {cached}")
+}
+
+fn trial_ids(e: &Entry) -> String {
+    e.trials
+        .iter()
+        .map(|t| t.trial.id.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn rows(sweep: &SweepSpec, board: &[Entry]) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = vec!["rank".to_string(), "trials".into()];
+    header.extend(axis_names(board));
+    header.push(sweep.metric.to_string());
+    header.extend(["seconds".to_string(), "stages".into()]);
+    let rows = board
+        .iter()
+        .enumerate()
+        .map(|(rank, e)| {
+            let mut row = vec![(rank + 1).to_string(), trial_ids(e)];
+            row.extend(e.values.iter().map(|(_, _, v)| value_text(v)));
+            row.push(metric_text(e));
+            let seconds: f64 = e.trials.iter().map(|t| t.seconds).sum();
+            row.push(format!("{seconds:.1}"));
+            row.push(status_text(e));
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
+fn terminal_table(sweep: &SweepSpec, board: &[Entry]) -> Table {
+    let (header, rows) = rows(sweep, board);
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    table
+}
+
+fn to_markdown(sweep: &SweepSpec, board: &[Entry]) -> String {
+    let (header, rows) = rows(sweep, board);
+    let goal = if sweep.maximize { "higher" } else { "lower" };
+    let mut md = format!(
+        "# Sweep leaderboard\n\nSorted by `{}` ({goal} is better).\n\n",
+        sweep.metric
+    );
+    let _ = writeln!(md, "| {} |", header.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(header.len()));
+    for row in rows {
+        let _ = writeln!(md, "| {} |", row.join(" | "));
+    }
+    md
+}
+
+/// One line per trial, with every number beside the selection metric.
+fn to_csv(sweep: &SweepSpec, board: &[Entry]) -> String {
+    let axes = axis_names(board);
+    let siblings: Vec<String> = board
+        .iter()
+        .flat_map(|e| &e.trials)
+        .flat_map(|t| t.siblings.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut header = vec![
+        "rank".to_string(),
+        "trial".into(),
+        "config".into(),
+        "seed_offset".into(),
+    ];
+    header.extend(axes);
+    header.push(sweep.metric.to_string());
+    header.extend(siblings.iter().cloned());
+    header.extend([
+        "seconds".to_string(),
+        "ran".into(),
+        "cached".into(),
+        "same_as".into(),
+        "error".into(),
+    ]);
+    let mut csv = header
+        .iter()
+        .map(|h| csv_field(h))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
+    for (rank, e) in board.iter().enumerate() {
+        for t in &e.trials {
+            let mut row = vec![
+                (rank + 1).to_string(),
+                t.trial.id.to_string(),
+                e.config.to_string(),
+                t.trial.repeat.to_string(),
+            ];
+            row.extend(t.trial.values.iter().map(|(_, _, v)| value_text(v)));
+            row.push(t.metric.map(|m| m.to_string()).unwrap_or_default());
+            row.extend(
+                siblings
+                    .iter()
+                    .map(|k| t.siblings.get(k).map(|v| v.to_string()).unwrap_or_default()),
+            );
+            row.push(format!("{:.3}", t.seconds));
+            row.push(t.ran.to_string());
+            row.push(t.cached.to_string());
+            row.push(t.same_as.map(|s| s.to_string()).unwrap_or_default());
+            row.push(t.error.clone().unwrap_or_default());
+            csv.push_str(
+                &row.iter()
+                    .map(|f| csv_field(f))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            csv.push('\n');
+        }
+    }
+    csv
+}
+
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// Writes `<spec>.best.toml` beside the spec: the spec with the best
+/// configuration's values written in and no `[sweep]`, so `seqpipe run` on
+/// it reproduces the trial (and finds it cached). Comments are not kept.
+fn write_best(spec: &Path, best: &Entry, seed: u64, sweep: &SweepSpec) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(spec)?;
+    let mut doc: toml::Table = toml::from_str(&text)?;
+    doc.remove("sweep");
+    for (stage, param, value) in &best.values {
+        let params = doc
+            .get_mut("stages")
+            .and_then(|s| s.get_mut(stage))
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| anyhow::anyhow!("stage `{stage}` vanished from {}", spec.display()))?
+            .entry("params")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let Some(params) = params.as_table_mut() {
+            params.insert(param.clone(), value.clone());
+        }
+    }
+    let stem = spec.file_stem().unwrap_or_default().to_string_lossy();
+    let path = spec.with_file_name(format!("{stem}.best.toml"));
+    let header = format!(
+        "# The best configuration of the sweep in {} by {} = {} (seed {seed}),\n\
+         # written by `seqpipe sweep`; `seqpipe run` on this file reproduces it.\n\n",
+        spec.file_name().unwrap_or_default().to_string_lossy(),
+        sweep.metric,
+        metric_text(best),
+    );
+    std::fs::write(&path, header + &toml::to_string_pretty(&doc)?)?;
+    Ok(path)
+}

@@ -1,0 +1,180 @@
+//! `seqpipe sweep` through the real binary: trials share the data stages,
+//! trials a key cannot tell apart run once, the leaderboard is sorted by the
+//! selection metric read from the evaluation's metrics.json, the best trial
+//! is written as a pipeline that reproduces it from the cache, and a rerun
+//! of the whole sweep computes nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{seqpipe, setup};
+
+const SPEC: &str = r#"
+[pipeline]
+name = "sw"
+seed = 9
+
+[stages.synth]
+kind = "synth"
+params = { users = 300, items = 80, min_len = 6, max_len = 15 }
+
+[stages.sequences]
+kind = "sequences"
+inputs = { events = "synth.events" }
+
+[stages.train]
+kind = "train"
+inputs = { data = "sequences.data" }
+params = { model = "pop" }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train.model", data = "sequences.data" }
+params = { k = [10], bootstrap = 0 }
+
+[sweep]
+metric = "eval.valid.ndcg@10"
+
+[sweep.grid]
+"train.model" = ["pop", "markov"]
+"train.lr" = [1e-3, 1e-2]
+"#;
+
+/// How often each stage ran ("ran", not cached) over every recorded run.
+fn executions(dir: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for entry in std::fs::read_dir(dir.join("cache/runs/sw"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.file_name() == "latest.json" {
+            continue;
+        }
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        for s in run["stages"].as_array().unwrap() {
+            if s["outcome"] == "ran" {
+                *counts
+                    .entry(s["name"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn sweep(dir: &Path) -> String {
+    let out = seqpipe(dir, &["sweep", "p.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_sweep_shares_data_stages_dedups_trials_and_writes_the_best() {
+    let (dir, _) = setup(SPEC);
+    let d = dir.path();
+    let stdout = sweep(d);
+
+    // 4 trials, 2 distinct: lr is not in pop's or markov's key.
+    let counts = executions(d);
+    assert_eq!(counts["synth"], 1, "{counts:?}");
+    assert_eq!(counts["sequences"], 1, "{counts:?}");
+    assert_eq!(counts["train"], 2, "{counts:?}");
+    assert_eq!(counts["eval"], 2, "{counts:?}");
+    assert!(stdout.contains("same as trial"), "{stdout}");
+
+    // The CSV: one line per trial, best first; markov wins on synth data.
+    let csv = std::fs::read_to_string(d.join("cache/sweeps/sw/leaderboard.csv")).unwrap();
+    let lines: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let header = &lines[0];
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    assert_eq!(lines.len(), 5, "{csv}");
+    let model = col("train.model");
+    let metric = col("eval.valid.ndcg@10");
+    assert_eq!(lines[1][model], "markov", "{csv}");
+    assert_eq!(lines[4][model], "pop", "{csv}");
+    let best: f64 = lines[1][metric].parse().unwrap();
+    let worst: f64 = lines[4][metric].parse().unwrap();
+    assert!(best > worst, "{csv}");
+    assert!(
+        csv.contains("hr@10"),
+        "the numbers beside the metric: {csv}"
+    );
+
+    // The best trial as a pipeline: runs from the cache, same number.
+    let best_spec = std::fs::read_to_string(d.join("p.best.toml")).unwrap();
+    assert!(best_spec.contains("model = \"markov\""), "{best_spec}");
+    assert!(!best_spec.contains("[sweep"), "{best_spec}");
+    let out = seqpipe(d, &["run", "p.best.toml", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let show = seqpipe(d, &["show", "p.best.toml", "--json"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let stages = manifest["stages"].as_array().unwrap();
+    assert!(
+        stages.iter().all(|s| s["outcome"] == "cached"),
+        "{manifest}"
+    );
+    let eval = stages.iter().find(|s| s["name"] == "eval").unwrap();
+    let path = eval["artifacts"]["metrics"]["path"].as_str().unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(path).join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["valid"]["ndcg@10"].as_f64().unwrap(), best);
+
+    // The whole sweep again: nothing runs.
+    let before = executions(d);
+    sweep(d);
+    let after = executions(d);
+    assert_eq!(before, after, "a rerun of the sweep computed something");
+}
+
+#[test]
+fn bad_sweeps_exit_2_naming_the_key() {
+    let cases = [
+        (
+            r#""train.lr" = [1e-3, 1e-2]"#,
+            r#""train.lrr" = [1e-3]"#,
+            "has no param `lrr`",
+        ),
+        (
+            r#""train.lr" = [1e-3, 1e-2]"#,
+            r#""trian.lr" = [1e-3]"#,
+            "did you mean `train`?",
+        ),
+        (
+            r#"metric = "eval.valid.ndcg@10""#,
+            r#"metric = "train.valid.ndcg@10""#,
+            "writes no `metrics` artifact",
+        ),
+    ];
+    for (from, to, message) in cases {
+        let (dir, _) = setup(&SPEC.replace(from, to));
+        let out = seqpipe(dir.path(), &["sweep", "p.toml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to}: {stderr}");
+        assert!(
+            stderr.contains(message),
+            "{to}: wanted {message:?} in {stderr}"
+        );
+        assert!(stderr.contains("p.toml:"), "{stderr}");
+        assert!(
+            !dir.path().join("cache/objects").exists(),
+            "{to}: something ran"
+        );
+    }
+    // `run` ignores the sweep; `sweep` without one is a clear error.
+    let (dir, _) = setup(&SPEC[..SPEC.find("[sweep]").unwrap()]);
+    let out = seqpipe(dir.path(), &["sweep", "p.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no [sweep] table"));
+}
