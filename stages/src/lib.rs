@@ -7,6 +7,10 @@
 //! - [`load_atomic`] (`load.atomic`): RecBole atomic files into Parquet.
 //! - [`load_parquet`] (`load.parquet`): a folder of Parquet partitions,
 //!   filtered by path, day and count, streamed into one table.
+//! - [`load_text`] (`load.text`): whitespace-separated `user item` text
+//!   files (SASRec's format); time is the line order.
+//! - [`load_csv`] (`load.csv`): delimited logs such as YooChoose clicks,
+//!   ISO 8601 or unix times into epoch milliseconds.
 //! - [`clean`]: casts, null fills, required columns and dedup, with a
 //!   validation report.
 //! - [`profile`]: per-column types, nulls, distinct values, statistics and
@@ -30,7 +34,9 @@ pub mod artifact_types;
 pub mod clean;
 pub mod evaluate;
 pub mod load_atomic;
+pub mod load_csv;
 pub mod load_parquet;
+pub mod load_text;
 pub mod metrics;
 pub mod profile;
 pub mod report;
@@ -51,6 +57,8 @@ pub fn registry() -> Registry {
     r.register(synth::Synth)
         .register(load_atomic::LoadAtomic)
         .register(load_parquet::LoadParquet)
+        .register(load_text::LoadText)
+        .register(load_csv::LoadCsv)
         .register(clean::Clean)
         .register(profile::ProfileStage)
         .register(sequences::Sequences)
