@@ -187,6 +187,12 @@ impl Cache {
         self.store.hash_folder(path, true)
     }
 
+    /// The content hash of a folder, read in full (no memo): for scratch
+    /// output that is about to be deleted (`seqpipe verify`).
+    pub fn hash_fresh(&self, path: &Path) -> Result<Hash, CacheError> {
+        self.store.hash_folder(path, false)
+    }
+
     pub fn store(&self) -> &dyn ArtifactStore {
         &self.store
     }

@@ -22,6 +22,7 @@ Examples:
   seqpipe status pipelines/quickstart.toml              what would run, and why
   seqpipe sweep pipelines/sweep.toml                    every trial of its [sweep], a leaderboard
   seqpipe show pipelines/quickstart.toml                last run's results and artifacts
+  seqpipe verify pipelines/quickstart.toml              recompute cached stages, compare bit for bit
   seqpipe stages                                        every stage kind and its params
 
 A pipeline is a TOML file of [stages.NAME] tables, each with a `kind`, its
@@ -60,6 +61,9 @@ enum Command {
     Sweep(SweepArgs),
     /// Say, per stage, whether it is cached, and if not, why it would run.
     Status(StatusArgs),
+    /// Compute cached stages again in a scratch folder and check that their
+    /// outputs are bit-identical to the cache (exit 1 if any is not).
+    Verify(VerifyArgs),
     /// Show the last run of a pipeline: results, artifacts and their paths.
     Show(ShowArgs),
     /// Remove cached artifacts that no recorded run references.
@@ -134,6 +138,20 @@ struct SweepArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// No progress bars or leaderboard on the terminal.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Only this stage (its inputs come from the cache).
+    stage: Option<String>,
+    /// One JSON document: a verdict per stage.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
     #[arg(short, long)]
     quiet: bool,
 }
@@ -222,6 +240,17 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                 quiet: a.quiet,
             };
             ops::sweep::sweep(&cmd, registry).map(|_| ())
+        }
+        Command::Verify(a) => {
+            let cmd = ops::verify::VerifyCommand {
+                spec: a.spec.spec,
+                sets: a.spec.sets,
+                stage: a.stage,
+                cache,
+                quiet: a.quiet || a.json,
+            };
+            let verdicts = ops::verify::verify(&cmd, registry)?;
+            ops::verify::print(&verdicts, a.json)
         }
         Command::Status(a) => {
             let cmd = ops::status::StatusCommand {

@@ -18,6 +18,8 @@
 //!   types resolved, cycles rejected, before anything runs.
 //! - [`key`]: a stage's [`key::Fingerprint`] (kind, version, params, input
 //!   hashes, seed, format) and the [`key::StaleReason`] that explains a miss.
+//! - [`lock`]: `<spec>.lock`, each stage's key, fingerprint and output
+//!   hashes from the last complete run, to commit and compare.
 //! - [`cache`]: content-addressed artifacts published by atomic rename, and the
 //!   sled index of keys, run records and file-hash memo.
 //! - [`run`]: the scheduler that executes a plan against the cache.
@@ -38,6 +40,7 @@ pub mod command;
 pub mod error;
 pub mod graph;
 pub mod key;
+pub mod lock;
 pub mod ops;
 pub mod progress;
 pub mod run;

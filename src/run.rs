@@ -12,6 +12,7 @@
 //! running; their checkpoint folders (keyed by stage key) let them resume.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -487,9 +488,52 @@ fn compute(
     key: &str,
     inputs: &BTreeMap<String, Hash>,
 ) -> anyhow::Result<(BTreeMap<String, Hash>, BTreeMap<String, String>)> {
-    let plan = shared.plan;
-    let stage = &plan.stages[i];
     let store = shared.cache.store();
+    let checkpoint_dir = shared.cache.checkpoint_dir(key)?;
+    let staged = stage_into_staging(
+        shared.plan,
+        shared.cache,
+        shared.progress,
+        i,
+        inputs,
+        checkpoint_dir,
+    )?;
+    let mut published = BTreeMap::new();
+    for (name, dir) in &staged.outputs {
+        match store.publish(dir) {
+            Ok(id) => {
+                published.insert(name.clone(), id);
+            }
+            Err(e) => {
+                let _ = crate::cache::remove_tree(&staged.staging);
+                return Err(e.into());
+            }
+        }
+    }
+    let _ = crate::cache::remove_tree(&staged.staging);
+    Ok((published, staged.notes))
+}
+
+/// What a stage wrote into its staging folder.
+struct Staged {
+    staging: PathBuf,
+    /// Output name → its folder under `staging`.
+    outputs: BTreeMap<String, PathBuf>,
+    notes: BTreeMap<String, String>,
+}
+
+/// Runs stage `i` on `inputs` into a fresh staging folder; every output
+/// must be non-empty. On error the staging folder is already removed.
+fn stage_into_staging(
+    plan: &Plan,
+    cache: &Cache,
+    progress: &Progress,
+    i: usize,
+    inputs: &BTreeMap<String, Hash>,
+    checkpoint_dir: PathBuf,
+) -> anyhow::Result<Staged> {
+    let stage = &plan.stages[i];
+    let store = cache.store();
     let mut input_dirs = BTreeMap::new();
     for (name, id) in inputs {
         if let Some(path) = stage.paths.get(name) {
@@ -501,7 +545,7 @@ fn compute(
             .map_err(|e| anyhow::anyhow!("input `{name}`: {e}"))?;
         input_dirs.insert(name.clone(), store.path(id));
     }
-    let staging = shared.cache.staging_dir(&stage.name)?;
+    let staging = cache.staging_dir(&stage.name)?;
     let mut output_dirs = BTreeMap::new();
     for port in &stage.kind.info().outputs {
         let dir = staging.join(port.name);
@@ -515,8 +559,8 @@ fn compute(
         device: &plan.spec.device,
         inputs: input_dirs,
         outputs: output_dirs.clone(),
-        checkpoint_dir: shared.cache.checkpoint_dir(key)?,
-        progress: shared.progress,
+        checkpoint_dir,
+        progress,
         notes: BTreeMap::new(),
     };
     let result = stage.kind.run(&mut ctx);
@@ -525,15 +569,40 @@ fn compute(
         let _ = crate::cache::remove_tree(&staging);
         return Err(e);
     }
-    let mut published = BTreeMap::new();
     for (name, dir) in &output_dirs {
         let empty = std::fs::read_dir(dir)?.next().is_none();
         if empty {
             let _ = crate::cache::remove_tree(&staging);
             anyhow::bail!("the stage wrote nothing to its output `{name}`");
         }
-        published.insert(name.clone(), store.publish(dir)?);
     }
-    let _ = crate::cache::remove_tree(&staging);
-    Ok((published, notes))
+    Ok(Staged {
+        staging,
+        outputs: output_dirs,
+        notes,
+    })
+}
+
+/// Computes stage `i` again from `inputs` in a scratch folder, with a fresh
+/// checkpoint folder (nothing resumed), and returns its outputs' content
+/// hashes without publishing anything: what `seqpipe verify` compares with
+/// the cache.
+pub fn recompute(
+    plan: &Plan,
+    cache: &Cache,
+    progress: &Progress,
+    i: usize,
+    inputs: &BTreeMap<String, Hash>,
+) -> anyhow::Result<BTreeMap<String, Hash>> {
+    let scratch = cache.staging_dir(&format!("verify-{}", plan.stages[i].name))?;
+    let staged = stage_into_staging(plan, cache, progress, i, inputs, scratch.clone());
+    let _ = crate::cache::remove_tree(&scratch);
+    let staged = staged?;
+    let hashes = staged
+        .outputs
+        .iter()
+        .map(|(name, dir)| Ok((name.clone(), cache.hash_fresh(dir)?)))
+        .collect::<Result<BTreeMap<_, _>, CacheError>>();
+    let _ = crate::cache::remove_tree(&staged.staging);
+    Ok(hashes?)
 }

@@ -8,6 +8,7 @@ pub mod show;
 pub mod stages;
 pub mod status;
 pub mod sweep;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

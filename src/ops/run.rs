@@ -35,6 +35,16 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
         &cache, &plan, &cmd.spec, &cmd.sets, &report, registry, &run_id, started_at,
     )?;
 
+    // A complete run of the spec as written is locked; `--set` and `--only`
+    // runs are experiments on top of it.
+    let lock_written = if cmd.sets.is_empty() && cmd.run.only.is_none() {
+        match crate::lock::from_run(&plan, &report) {
+            Some(lock) => crate::lock::write(&cmd.spec, &lock)?,
+            None => false,
+        }
+    } else {
+        false
+    };
     if !cmd.quiet {
         println!("{}", summary_table(&report));
         for stage in &report.stages {
@@ -43,6 +53,9 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
             }
         }
         println!("\nrun manifest: {}", manifest_path.display());
+        if lock_written {
+            println!("lock file: {}", crate::lock::path_for(&cmd.spec).display());
+        }
     }
     let failed = report.failed();
     if !failed.is_empty() {

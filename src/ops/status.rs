@@ -34,12 +34,16 @@ pub struct StageStatus {
     /// The reason as a sentence.
     pub why: Option<String>,
     pub key: Option<Hash>,
+    /// How it compares with the lock file, when there is one: `matches`,
+    /// or why it differs.
+    pub lock: Option<String>,
 }
 
 /// Computes every stage's status, in dependency order.
 pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<StageStatus>> {
     let plan = load_plan(&cmd.spec, &cmd.sets, registry)?;
     let cache = cmd.cache.open()?;
+    let lock = crate::lock::read(&cmd.spec)?;
     // Output hashes of stages that are cached; absent = will run.
     let mut known: BTreeMap<usize, BTreeMap<String, Hash>> = BTreeMap::new();
     let mut out = Vec::new();
@@ -61,6 +65,15 @@ pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<St
             }
         }
         inputs.extend(path_input_hashes(&cache, &plan, i)?);
+        let lock_state = lock.as_ref().map(|lock| {
+            compare_with_lock(
+                lock,
+                &plan,
+                i,
+                &inputs,
+                known_outputs(&cache, &plan, i, &inputs),
+            )
+        });
         let (reason, key) = match cascade {
             Some(reason) => (Some(reason), None),
             None => {
@@ -91,9 +104,62 @@ pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<St
             why: reason.as_ref().map(|r| r.to_string()),
             reason,
             key,
+            lock: lock_state,
         });
     }
     Ok(out)
+}
+
+/// The cached outputs of stage `i` with these inputs, if it is cached (and
+/// all its inputs are known).
+fn known_outputs(
+    cache: &crate::cache::Cache,
+    plan: &crate::graph::Plan,
+    i: usize,
+    inputs: &BTreeMap<String, Hash>,
+) -> Option<BTreeMap<String, Hash>> {
+    if inputs.len() < plan.stages[i].inputs.len() + plan.stages[i].paths.len() {
+        return None;
+    }
+    let record = cache
+        .lookup(&fingerprint(plan, i, inputs.clone()).key())
+        .ok()??;
+    Some(record.outputs)
+}
+
+/// Stage `i` against the lock file; inputs not known yet (an upstream
+/// stage will rerun) are taken from the lock, so the sentence names this
+/// stage's own difference.
+fn compare_with_lock(
+    lock: &crate::lock::LockFile,
+    plan: &crate::graph::Plan,
+    i: usize,
+    inputs: &BTreeMap<String, Hash>,
+    outputs: Option<BTreeMap<String, Hash>>,
+) -> String {
+    let stage = &plan.stages[i];
+    let Some(locked) = lock.stages.get(&stage.name) else {
+        return "not in the lock file".into();
+    };
+    let mut filled = inputs.clone();
+    let mut pending = Vec::new();
+    for (name, (up, _)) in &stage.inputs {
+        if !filled.contains_key(name) {
+            pending.push(format!("`{name}` from `{}`", plan.stages[*up].name));
+            if let Some(h) = locked.fingerprint.inputs.get(name) {
+                filled.insert(name.clone(), h.clone());
+            }
+        }
+    }
+    let now = fingerprint(plan, i, filled);
+    match crate::lock::compare(locked, &now, outputs.as_ref()) {
+        Some(difference) => difference,
+        None if pending.is_empty() => "matches".into(),
+        None => format!(
+            "its own params match; waits on input {}",
+            pending.join(", ")
+        ),
+    }
 }
 
 /// Prints the status as a table or JSON.
@@ -102,16 +168,25 @@ pub fn print(statuses: &[StageStatus], json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(statuses)?);
         return Ok(());
     }
+    let with_lock = statuses.iter().any(|s| s.lock.is_some());
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(["stage", "kind", "state", "why"]);
+    let mut header = vec!["stage", "kind", "state", "why"];
+    if with_lock {
+        header.push("lock file");
+    }
+    table.set_header(header);
     for s in statuses {
-        table.add_row([
+        let mut row = vec![
             s.name.as_str(),
             s.kind.as_str(),
             s.state,
             s.why.as_deref().unwrap_or(""),
-        ]);
+        ];
+        if with_lock {
+            row.push(s.lock.as_deref().unwrap_or(""));
+        }
+        table.add_row(row);
     }
     println!("{table}");
     let stale = statuses.iter().filter(|s| s.state != "cached").count();
