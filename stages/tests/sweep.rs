@@ -178,3 +178,36 @@ fn bad_sweeps_exit_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no [sweep] table"));
 }
+
+#[test]
+fn sweeps_work_over_a_command_stage_s_params() {
+    // score = -(n - 2)^2: best at n = 2.
+    let spec = r#"
+[pipeline]
+name = "sw"
+
+[stages.score]
+kind = "command"
+shell = true
+cmd = "echo '{\"score\": '$(( -({params.n} - 2) * ({params.n} - 2) ))'}' > {outputs.m}/metrics.json"
+outputs = { m = "metrics" }
+params = { n = 0 }
+
+[sweep]
+metric = "score.score"
+
+[sweep.grid]
+"score.n" = [1, 2, 3, 4]
+"#;
+    let (dir, _) = setup(spec);
+    let d = dir.path();
+    sweep(d);
+    let csv = std::fs::read_to_string(d.join("cache/sweeps/sw/leaderboard.csv")).unwrap();
+    let best: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(&best[..6], ["1", "2", "2", "0", "2", "0"], "{csv}");
+    let worst: Vec<&str> = csv.lines().nth(4).unwrap().split(',').collect();
+    assert_eq!(&worst[4..6], ["4", "-4"], "{csv}");
+    assert!(std::fs::read_to_string(d.join("p.best.toml"))
+        .unwrap()
+        .contains("n = 2"));
+}
