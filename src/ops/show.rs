@@ -89,6 +89,54 @@ pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
         for text in summaries(&cache, &outputs) {
             println!("\n{}", text.trim_end());
         }
+        let ports = plan
+            .index_of(name)
+            .map(|i| plan.stages[i].kind.info().outputs.clone())
+            .unwrap_or_default();
+        for (output, id) in &outputs {
+            if ports.iter().any(|p| p.name == output && p.ty == "metrics") {
+                let path = cache.store().path(id).join(crate::artifact::METRICS_FILE);
+                if let Some(lines) = metrics_lines(&path) {
+                    println!("\n{name}.{output}:\n{lines}");
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A `metrics.json` as lines of numbers: top-level numbers on one line, then
+/// one line per object of numbers (`test: hr@10 0.5, ndcg@10 0.3`); lists
+/// (confidence intervals) and deeper objects (breakdowns) are left out.
+fn metrics_lines(path: &std::path::Path) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let numbers = |o: &serde_json::Map<String, serde_json::Value>| -> Vec<String> {
+        o.iter()
+            .filter_map(|(k, v)| v.as_f64().map(|x| format!("{k} {}", short(x))))
+            .collect()
+    };
+    let object = json.as_object()?;
+    let mut lines = Vec::new();
+    let top = numbers(object);
+    if !top.is_empty() {
+        lines.push(format!("  {}", top.join(", ")));
+    }
+    for (key, value) in object {
+        if let Some(inner) = value.as_object() {
+            let row = numbers(inner);
+            if !row.is_empty() {
+                lines.push(format!("  {key}: {}", row.join(", ")));
+            }
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// Four significant decimals for fractions, integers as integers.
+fn short(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.4}")
+    }
 }

@@ -80,6 +80,10 @@ fn command_stages_are_cached_and_rerun_exactly_when_a_dep_changes() {
     let stats = stage_record(d, "stats");
     assert_eq!(stats["artifacts"]["m"]["type"], "metrics");
     assert_eq!(stats["artifacts"]["log"]["type"], "log");
+    // A metrics output shows in `show` like an evaluation's.
+    let show = seqpipe(d, &["show", "p.toml"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("stats.m:\n  files 2, version 1"), "{text}");
 
     run_ok(d, &[]);
     assert!(ran(d).is_empty(), "a rerun is all cache hits");
