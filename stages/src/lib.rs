@@ -16,7 +16,8 @@
 //! - [`profile`]: per-column types, nulls, distinct values, statistics and
 //!   top values of a table.
 //! - [`sequences`]: per-user sequences and a leave-one-out split.
-//! - [`train`]: pop, markov and SASRec (on LibTorch, in the worker).
+//! - [`train`]: pop, markov (order k), itemknn, SASRec, GRU4Rec, BERT4Rec
+//!   and Caser (on LibTorch, in the worker).
 //! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
 //! - [`report`]: a comparison table across evaluated models.
 //!

@@ -1,10 +1,14 @@
 //! `train` — fits a recommendation model on the training sequences.
 //!
-//! Params (defaults): `model` ("pop" | "markov" | "sasrec" | "gru4rec" |
-//! "bert4rec"; "sasrec"); for the neural models (SASRec, GRU4Rec and
-//! BERT4Rec): `dim` (64), `layers` (2), `dropout` (0.2), `max_len` (50),
-//! `epochs` (20), `batch_size` (128), `lr` (1e-3), `weight_decay` (0.0),
-//! `clip_norm` (1.0); for the transformers (SASRec and BERT4Rec): `heads`
+//! Params (defaults): `model` ("pop" | "markov" | "itemknn" | "sasrec" |
+//! "gru4rec" | "bert4rec" | "caser"; "sasrec"); for `markov`: `order` (1;
+//! the Markov chain reads the last `order` items and backs off to shorter
+//! contexts, then popularity); for `itemknn`: `knn_k` (100; neighbours kept
+//! per item) and `shrink` (0.0; added to the cosine's denominator); for the
+//! neural models (SASRec, GRU4Rec, BERT4Rec and Caser): `dim` (64),
+//! `dropout` (0.2), `max_len` (50), `epochs` (20), `batch_size` (128), `lr`
+//! (1e-3), `weight_decay` (0.0), `clip_norm` (1.0); for SASRec, GRU4Rec and
+//! BERT4Rec: `layers` (2); for the transformers (SASRec and BERT4Rec): `heads`
 //! (1), `ffn_dim` (0 = dim for SASRec, 4 * dim for BERT4Rec), `pre_norm`
 //! (true); for GRU4Rec only: `hidden` (0 = dim; the GRU's hidden size; when
 //! it equals `dim` item scores are tied to the embedding table, otherwise a
@@ -12,15 +16,22 @@
 //! share of positions masked for its cloze training task, in (0, 1)).
 //! BERT4Rec's `max_len` counts the `[MASK]` appended at scoring time, so it
 //! reads the last `max_len - 1` history items and needs `max_len >= 2`.
+//! For Caser only: `h_filters` (16; horizontal filters per height 1..=L)
+//! and `v_filters` (4; vertical filters); Caser's `max_len` is its window L,
+//! the most recent items each prediction reads (the paper uses L = 5: set
+//! it, the shared default 50 makes Caser slow); it trains on one window per
+//! position of the last 200 items of each sequence.
 //! Params a model does not use are left out of its key, so `lr` on a `pop`
-//! stage, or `heads` on a `gru4rec` stage, changes nothing.
+//! stage, or `heads` on a `gru4rec` stage, changes nothing; `markov` is
+//! keyed on `order` only when it is not 1, so first-order keys are the ones
+//! from before `order` existed.
 //! Inputs: `data` (sequences). Outputs: `model` (model: `config.json`,
 //! `model.safetensors`, and `training.json` with one entry per epoch for
 //! neural models).
 //!
 //! This file declares the kind; the models and the training loop live in the
 //! `seqpipe-torch` crate and run in its worker process (see
-//! [`crate::torch_worker`]). SASRec, GRU4Rec and BERT4Rec checkpoint every epoch into the stage's
+//! [`crate::torch_worker`]). The neural models checkpoint every epoch into the stage's
 //! checkpoint folder, which survives a killed run: the rerun resumes from the
 //! last completed epoch and, on CPU, ends bit-for-bit where an uninterrupted
 //! run would have.
@@ -46,6 +57,11 @@ pub struct Params {
     pub weight_decay: f64,
     pub clip_norm: f64,
     pub mask_prob: f64,
+    pub order: i64,
+    pub knn_k: i64,
+    pub shrink: f64,
+    pub h_filters: i64,
+    pub v_filters: i64,
 }
 
 impl Default for Params {
@@ -66,15 +82,25 @@ impl Default for Params {
             weight_decay: 0.0,
             clip_norm: 1.0,
             mask_prob: 0.2,
+            order: 1,
+            knn_k: 100,
+            shrink: 0.0,
+            h_filters: 16,
+            v_filters: 4,
         }
     }
 }
 
 /// The models this kind can train.
-pub const MODELS: [&str; 5] = ["pop", "markov", "sasrec", "gru4rec", "bert4rec"];
+pub const MODELS: [&str; 7] = [
+    "pop", "markov", "itemknn", "sasrec", "gru4rec", "bert4rec", "caser",
+];
 
-/// The params each neural model is keyed on (besides `model`); the others
-/// are left out of its key, so changing them reruns nothing.
+/// The models trained by gradient descent (through the worker's shared trainer).
+const NEURAL: [&str; 4] = ["sasrec", "gru4rec", "bert4rec", "caser"];
+
+/// The params each model is keyed on (besides `model`); the others are left
+/// out of its key, so changing them reruns nothing.
 const SASREC_PARAMS: [&str; 12] = [
     "dim",
     "layers",
@@ -118,6 +144,21 @@ const BERT4REC_PARAMS: [&str; 13] = [
     "clip_norm",
 ];
 
+const CASER_PARAMS: [&str; 10] = [
+    "dim",
+    "max_len",
+    "h_filters",
+    "v_filters",
+    "dropout",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "clip_norm",
+];
+
+const ITEMKNN_PARAMS: [&str; 2] = ["knn_k", "shrink"];
+
 pub struct Train;
 
 pub const VERSION: u32 = 2;
@@ -129,26 +170,31 @@ impl TypedStage for Train {
         KindInfo {
             kind: "train",
             version: VERSION,
-            summary: "Trains pop, markov, SASRec, GRU4Rec or BERT4Rec on the training sequences; the neural models resume from per-epoch checkpoints.",
+            summary: "Trains pop, markov (order k), item kNN, SASRec, GRU4Rec, BERT4Rec or Caser on the training sequences; the neural models resume from per-epoch checkpoints.",
             inputs: vec![Port { name: "data", ty: "sequences", doc: "output of `sequences`" }],
             extra_inputs: None,
             outputs: vec![Port { name: "model", ty: "model", doc: "config.json + model.safetensors (+ training.json)" }],
             params: vec![
-                ParamDoc { name: "model", doc: "pop | markov | sasrec | gru4rec | bert4rec" },
-                ParamDoc { name: "dim", doc: "sasrec, gru4rec, bert4rec: item embedding size" },
+                ParamDoc { name: "model", doc: "pop | markov | itemknn | sasrec | gru4rec | bert4rec | caser" },
+                ParamDoc { name: "order", doc: "markov: items of context (>= 1), backing off to shorter contexts, then popularity" },
+                ParamDoc { name: "knn_k", doc: "itemknn: most similar items kept per item (>= 1)" },
+                ParamDoc { name: "shrink", doc: "itemknn: added to the cosine's denominator, damping pairs seen by few users (>= 0)" },
+                ParamDoc { name: "dim", doc: "sasrec, gru4rec, bert4rec, caser: item embedding size" },
                 ParamDoc { name: "layers", doc: "sasrec, bert4rec: self-attention blocks; gru4rec: stacked GRU layers" },
                 ParamDoc { name: "heads", doc: "sasrec, bert4rec: attention heads (must divide dim)" },
                 ParamDoc { name: "ffn_dim", doc: "sasrec: feed-forward width (0 = dim); bert4rec: the same (0 = 4 * dim)" },
                 ParamDoc { name: "hidden", doc: "gru4rec: GRU hidden size (0 = dim: scores tied to the item embeddings; else a linear output layer)" },
-                ParamDoc { name: "dropout", doc: "sasrec, gru4rec, bert4rec: dropout rate" },
-                ParamDoc { name: "max_len", doc: "sasrec, gru4rec: most recent items the model reads; bert4rec: the same, [MASK] included (>= 2)" },
+                ParamDoc { name: "h_filters", doc: "caser: horizontal convolution filters per height 1..=max_len" },
+                ParamDoc { name: "v_filters", doc: "caser: vertical convolution filters" },
+                ParamDoc { name: "dropout", doc: "sasrec, gru4rec, bert4rec, caser: dropout rate" },
+                ParamDoc { name: "max_len", doc: "sasrec, gru4rec: most recent items the model reads; bert4rec: the same, [MASK] included (>= 2); caser: the window L each prediction reads (paper: 5)" },
                 ParamDoc { name: "pre_norm", doc: "sasrec, bert4rec: LayerNorm before (true) or after each block" },
                 ParamDoc { name: "mask_prob", doc: "bert4rec: share of positions masked for the cloze task, in (0, 1)" },
-                ParamDoc { name: "epochs", doc: "sasrec, gru4rec, bert4rec: passes over the training sequences" },
-                ParamDoc { name: "batch_size", doc: "sasrec, gru4rec, bert4rec: sequences per step" },
-                ParamDoc { name: "lr", doc: "sasrec, gru4rec, bert4rec: AdamW learning rate" },
-                ParamDoc { name: "weight_decay", doc: "sasrec, gru4rec, bert4rec: AdamW decoupled weight decay" },
-                ParamDoc { name: "clip_norm", doc: "sasrec, gru4rec, bert4rec: gradient-norm clipping (0 = off)" },
+                ParamDoc { name: "epochs", doc: "sasrec, gru4rec, bert4rec, caser: passes over the training sequences" },
+                ParamDoc { name: "batch_size", doc: "sasrec, gru4rec, bert4rec, caser: sequences per step" },
+                ParamDoc { name: "lr", doc: "sasrec, gru4rec, bert4rec, caser: AdamW learning rate" },
+                ParamDoc { name: "weight_decay", doc: "sasrec, gru4rec, bert4rec, caser: AdamW decoupled weight decay" },
+                ParamDoc { name: "clip_norm", doc: "sasrec, gru4rec, bert4rec, caser: gradient-norm clipping (0 = off)" },
             ],
             resource: Resource::Tensor,
         }
@@ -162,9 +208,11 @@ impl TypedStage for Train {
                 MODELS.join(", ")
             ));
         }
-        if ["sasrec", "gru4rec", "bert4rec"].contains(&p.model.as_str()) {
+        if NEURAL.contains(&p.model.as_str()) {
             positive("dim", p.dim)?;
-            positive("layers", p.layers)?;
+            if p.model != "caser" {
+                positive("layers", p.layers)?;
+            }
             positive("max_len", p.max_len)?;
             positive("epochs", p.epochs as i64)?;
             positive("batch_size", p.batch_size as i64)?;
@@ -201,6 +249,19 @@ impl TypedStage for Train {
                 p.hidden
             ));
         }
+        if p.model == "caser" {
+            positive("h_filters", p.h_filters)?;
+            positive("v_filters", p.v_filters)?;
+        }
+        if p.model == "markov" {
+            positive("order", p.order)?;
+        }
+        if p.model == "itemknn" {
+            positive("knn_k", p.knn_k)?;
+            if !(p.shrink >= 0.0 && p.shrink.is_finite()) {
+                return Err(format!("shrink: must be 0 or above, not {}", p.shrink));
+            }
+        }
         Ok(())
     }
 
@@ -209,7 +270,11 @@ impl TypedStage for Train {
             "sasrec" => keep_params(p, &SASREC_PARAMS),
             "gru4rec" => keep_params(p, &GRU4REC_PARAMS),
             "bert4rec" => keep_params(p, &BERT4REC_PARAMS),
-            // Baselines have no hyperparameters: only the model name matters.
+            "caser" => keep_params(p, &CASER_PARAMS),
+            "itemknn" => keep_params(p, &ITEMKNN_PARAMS),
+            // First-order keys are those from before `order` existed.
+            "markov" if p.order != 1 => keep_params(p, &["order"]),
+            // pop and first-order markov: only the model name matters.
             other => serde_json::json!({ "model": other }),
         }
     }
@@ -247,12 +312,26 @@ mod tests {
     fn sasrec_key_ignores_hidden_and_is_unchanged() {
         let p = Params::default();
         let mut before = serde_json::to_value(&p).unwrap();
-        before.as_object_mut().unwrap().remove("hidden");
-        before.as_object_mut().unwrap().remove("mask_prob");
+        for later in [
+            "hidden",
+            "mask_prob",
+            "order",
+            "knn_k",
+            "shrink",
+            "h_filters",
+            "v_filters",
+        ] {
+            before.as_object_mut().unwrap().remove(later);
+        }
         assert_eq!(Train.canonical(&p), before);
         let other = Params {
             hidden: 32,
             mask_prob: 0.5,
+            order: 3,
+            knn_k: 7,
+            shrink: 2.0,
+            h_filters: 2,
+            v_filters: 9,
             ..p
         };
         assert_eq!(Train.canonical(&other), before);
@@ -374,5 +453,209 @@ mod tests {
         assert!(Train.validate(&bad).unwrap_err().starts_with("hidden:"));
         let bad = Params { layers: 0, ..p };
         assert!(Train.validate(&bad).unwrap_err().starts_with("layers:"));
+    }
+
+    /// The sorted names in a canonical params object.
+    fn key_names(v: &serde_json::Value) -> Vec<String> {
+        let mut names: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn markov_key_holds_order_only_above_one() {
+        let p = Params {
+            model: "markov".into(),
+            ..Params::default()
+        };
+        // Exactly the key first-order markov had before `order` existed.
+        assert_eq!(
+            Train.canonical(&p),
+            serde_json::json!({ "model": "markov" })
+        );
+        let unused = Params {
+            lr: 0.5,
+            knn_k: 3,
+            max_len: 4,
+            ..p.clone()
+        };
+        assert_eq!(Train.canonical(&unused), Train.canonical(&p));
+        let second = Params {
+            order: 2,
+            ..p.clone()
+        };
+        assert_eq!(
+            Train.canonical(&second),
+            serde_json::json!({ "model": "markov", "order": 2 })
+        );
+        assert!(Train.validate(&second).is_ok());
+        let bad = Params { order: 0, ..p };
+        assert_eq!(
+            Train.validate(&bad).unwrap_err(),
+            "order: must be above 0, not 0"
+        );
+    }
+
+    #[test]
+    fn itemknn_key_and_validation() {
+        let p = Params {
+            model: "itemknn".into(),
+            ..Params::default()
+        };
+        assert!(Train.validate(&p).is_ok());
+        let key = Train.canonical(&p);
+        assert_eq!(key_names(&key), ["knn_k", "model", "shrink"]);
+        let unused = Params {
+            lr: 0.5,
+            epochs: 3,
+            order: 2,
+            dim: 8,
+            ..p.clone()
+        };
+        assert_eq!(Train.canonical(&unused), key);
+        assert_ne!(
+            Train.canonical(&Params {
+                knn_k: 5,
+                ..p.clone()
+            }),
+            key
+        );
+        assert_ne!(
+            Train.canonical(&Params {
+                shrink: 10.0,
+                ..p.clone()
+            }),
+            key
+        );
+        let bad = Params {
+            knn_k: 0,
+            ..p.clone()
+        };
+        assert_eq!(
+            Train.validate(&bad).unwrap_err(),
+            "knn_k: must be above 0, not 0"
+        );
+        for shrink in [-1.0, f64::NAN, f64::INFINITY] {
+            let bad = Params {
+                shrink,
+                ..p.clone()
+            };
+            assert!(
+                Train.validate(&bad).unwrap_err().starts_with("shrink:"),
+                "{shrink}"
+            );
+        }
+        // Neural params are not checked for itemknn.
+        assert!(Train.validate(&Params { dim: 0, ..p }).is_ok());
+    }
+
+    #[test]
+    fn caser_key_and_validation() {
+        let p = Params {
+            model: "caser".into(),
+            max_len: 5,
+            ..Params::default()
+        };
+        assert!(Train.validate(&p).is_ok());
+        let key = Train.canonical(&p);
+        let mut want: Vec<&str> = CASER_PARAMS.iter().copied().chain(["model"]).collect();
+        want.sort();
+        assert_eq!(key_names(&key), want);
+        let unused = Params {
+            layers: 0,
+            heads: 3,
+            order: 2,
+            knn_k: 1,
+            mask_prob: 0.9,
+            ..p.clone()
+        };
+        assert_eq!(Train.canonical(&unused), key);
+        assert!(
+            Train.validate(&unused).is_ok(),
+            "layers is not a caser param"
+        );
+        for used in [
+            Params {
+                h_filters: 2,
+                ..p.clone()
+            },
+            Params {
+                v_filters: 1,
+                ..p.clone()
+            },
+            Params {
+                max_len: 3,
+                ..p.clone()
+            },
+        ] {
+            assert_ne!(Train.canonical(&used), key);
+        }
+        for (bad, prefix) in [
+            (
+                Params {
+                    h_filters: 0,
+                    ..p.clone()
+                },
+                "h_filters:",
+            ),
+            (
+                Params {
+                    v_filters: -1,
+                    ..p.clone()
+                },
+                "v_filters:",
+            ),
+            (
+                Params {
+                    max_len: 0,
+                    ..p.clone()
+                },
+                "max_len:",
+            ),
+            (
+                Params {
+                    dim: 0,
+                    ..p.clone()
+                },
+                "dim:",
+            ),
+            (
+                Params {
+                    dropout: 1.0,
+                    ..p.clone()
+                },
+                "dropout:",
+            ),
+        ] {
+            let e = Train.validate(&bad).unwrap_err();
+            assert!(e.starts_with(prefix), "{e}");
+        }
+    }
+
+    #[test]
+    fn new_params_stay_out_of_other_models_keys() {
+        for model in ["sasrec", "gru4rec", "bert4rec", "pop"] {
+            let p = Params {
+                model: model.into(),
+                ..Params::default()
+            };
+            let q = Params {
+                order: 3,
+                knn_k: 5,
+                shrink: 1.0,
+                h_filters: 2,
+                v_filters: 2,
+                ..p.clone()
+            };
+            assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
+            assert!(Train
+                .validate(&Params {
+                    order: 0,
+                    knn_k: 0,
+                    h_filters: 0,
+                    ..p
+                })
+                .is_ok());
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! `seqpipe-stages` declares. They run in the `seqpipe-torch` worker
 //! program, so only stages that need LibTorch pay for loading it.
 //!
-//! - [`train`]: fits pop, markov, SASRec or GRU4Rec.
+//! - [`train`]: fits pop, markov (order k), itemknn, SASRec, GRU4Rec,
+//!   BERT4Rec or Caser.
 //! - [`evaluate`]: full-ranking evaluation of a trained model.
 //! - [`models`]: one file per model, plus the optimiser and training loop.
 //! - [`device`]: `auto` / `cpu` / `cuda[:N]`, loading LibTorch's CUDA library.

@@ -9,10 +9,11 @@ use seqpipe_stages::seqdata::SequenceData;
 use seqpipe_stages::train::{Params, Train};
 
 use crate::models::bert4rec::Bert4RecConfig;
+use crate::models::caser::CaserConfig;
 use crate::models::gru4rec::Gru4RecConfig;
 use crate::models::sasrec::SasRecConfig;
 use crate::models::trainer::{self, ModelConfig, TrainConfig};
-use crate::models::{markov::Markov, pop::Pop};
+use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop};
 
 pub struct TrainImpl;
 
@@ -36,7 +37,8 @@ impl TypedStage for TrainImpl {
         let n = data.meta.num_items;
         match p.model.as_str() {
             "pop" => Pop::fit(&data.train, n).save(&out),
-            "markov" => Markov::fit(&data.train, n).save(&out),
+            "markov" => Markov::fit_order(&data.train, n, p.order as usize).save(&out),
+            "itemknn" => ItemKnn::fit(&data.train, n, p.knn_k as usize, p.shrink).save(&out),
             "sasrec" => {
                 let model = SasRecConfig {
                     num_items: n,
@@ -72,6 +74,18 @@ impl TypedStage for TrainImpl {
                     dropout: p.dropout,
                     pre_norm: p.pre_norm,
                     mask_prob: p.mask_prob,
+                };
+                train_neural(&model, &p, &data, ctx, &out)
+            }
+            "caser" => {
+                let model = CaserConfig {
+                    num_items: n,
+                    max_len: p.max_len,
+                    dim: p.dim,
+                    h_filters: p.h_filters,
+                    v_filters: p.v_filters,
+                    dropout: p.dropout,
+                    ..CaserConfig::new(n)
                 };
                 train_neural(&model, &p, &data, ctx, &out)
             }

@@ -6,17 +6,24 @@
 //! [`Scorer`] for evaluation.
 //!
 //! - [`pop`]: most popular items in training.
-//! - [`markov`]: first-order transitions, backing off to popularity.
+//! - [`markov`]: transitions from the last `order` items, backing off to
+//!   shorter contexts, then popularity.
+//! - [`itemknn`]: item-based k-nearest neighbours on co-occurrence cosine
+//!   (Sarwar et al. 2001).
 //! - [`sasrec`]: self-attentive sequential recommendation (Kang & McAuley 2018).
 //! - [`gru4rec`]: session-based recommendation with a GRU (Hidasi et al. 2016).
 //! - [`bert4rec`]: bidirectional transformer trained on a cloze task (Sun et al. 2019).
+//! - [`caser`]: horizontal and vertical convolutions over the last `L` item
+//!   embeddings (Tang & Wang 2018).
 //!
 //! The neural models share [`trainer`] (batching, full-softmax loss, [`optim`]'s
 //! AdamW, checkpoints and resume) through its two traits, and one scorer,
 //! [`SeqScorer`].
 
 pub mod bert4rec;
+pub mod caser;
 pub mod gru4rec;
+pub mod itemknn;
 mod layers;
 pub mod markov;
 pub mod optim;
@@ -54,6 +61,7 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> 
     match header.model.as_str() {
         "pop" => Ok(Box::new(pop::Pop::load(dir)?)),
         "markov" => Ok(Box::new(markov::Markov::load(dir)?)),
+        "itemknn" => Ok(Box::new(itemknn::ItemKnn::load(dir)?)),
         "sasrec" => Ok(Box::new(SeqScorer::<sasrec::SasRecConfig>::load(
             dir, device,
         )?)),
@@ -61,6 +69,9 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> 
             dir, device,
         )?)),
         "bert4rec" => Ok(Box::new(SeqScorer::<bert4rec::Bert4RecConfig>::load(
+            dir, device,
+        )?)),
+        "caser" => Ok(Box::new(SeqScorer::<caser::CaserConfig>::load(
             dir, device,
         )?)),
         other => anyhow::bail!("{}: unknown model `{other}`", path.display()),

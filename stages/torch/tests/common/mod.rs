@@ -43,6 +43,22 @@ pub fn successor_data(
         .collect()
 }
 
+/// Sequences following the planted rule "an item is followed, two steps
+/// later, by its successor" (`s[k + 2] = s[k] % n + 1`): two interleaved
+/// successor chains with independent starts, so the last item alone says
+/// nothing about the next one.
+pub fn skip_data(rng: &mut ChaCha8Rng, n: i64, count: usize, len: (usize, usize)) -> Vec<Vec<i64>> {
+    (0..count)
+        .map(|_| {
+            let l = rng.gen_range(len.0..=len.1);
+            let starts = [rng.gen_range(1..=n), rng.gen_range(1..=n)];
+            (0..l as i64)
+                .map(|k| (starts[(k % 2) as usize] - 1 + k / 2) % n + 1)
+                .collect()
+        })
+        .collect()
+}
+
 /// The share of rows of `scores` [B, n + 1] whose best item is the target.
 pub fn hr_at_1(scores: &Tensor, targets: &[i64]) -> f64 {
     scores
