@@ -161,7 +161,8 @@ const ITEMKNN_PARAMS: [&str; 2] = ["knn_k", "shrink"];
 
 pub struct Train;
 
-pub const VERSION: u32 = 2;
+/// 3: GRU4Rec's item table starts at N(0, 1) (was N(0, 1/dim)).
+pub const VERSION: u32 = 3;
 
 impl TypedStage for Train {
     type Params = Params;
