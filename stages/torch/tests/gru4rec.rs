@@ -229,3 +229,43 @@ fn learns_planted_successor_rule() {
     let out = tmp.path().join("model");
     assert_reloads_identically(&vs, &mcfg, &out, &x, &scores, &inputs);
 }
+
+#[test]
+fn a_diverging_loss_stops_naming_epoch_and_batch_and_saves_nothing() {
+    // `train` takes the torch RNG lock itself.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let data = successor_data(&mut rng, 30, 64, (2, 24));
+    let tcfg = TrainConfig {
+        epochs: 3,
+        batch_size: 16,
+        lr: 3e38,
+        clip_norm: 0.0,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let result = train(
+        &small_cfg(30, 0, 1),
+        &tcfg,
+        &data,
+        1,
+        Device::Cpu,
+        tmp.path(),
+        &mut |_| {},
+    );
+    let Err(error) = result else {
+        panic!("a learning rate of 3e38 overflows")
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.starts_with("training diverged in epoch 1 of 3, batch "),
+        "{message}"
+    );
+    assert!(
+        message.contains("of 4: the loss is not finite"),
+        "{message}"
+    );
+    assert_eq!(
+        seqpipe_torch::models::trainer::checkpointed_epochs(tmp.path()),
+        0
+    );
+}

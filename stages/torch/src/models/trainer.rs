@@ -336,6 +336,9 @@ pub fn train<C: ModelConfig>(
         let mut rng = batch_rng(seed, epoch);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut positions = 0usize;
+        // Per batch "was the loss finite", kept on the device: reading it
+        // every batch would stall a GPU; it is read once if the epoch fails.
+        let mut finite: Vec<Tensor> = Vec::new();
         for chunk in order.chunks(cfg.batch_size) {
             let picked: Vec<&[i64]> = chunk.iter().map(|&i| windows[i]).collect();
             let batch = model_cfg.training_batch(&picked, &mut rng, device);
@@ -350,15 +353,29 @@ pub fn train<C: ModelConfig>(
                 -100,
                 0.0,
             );
+            finite.push(loss.detach().isfinite());
             opt.backward_step(&loss);
             loss_sum += loss.detach().to_kind(Kind::Double) * batch.count as f64;
             positions += batch.count;
         }
         let train_loss = loss_sum.double_value(&[]) / positions as f64;
-        ensure!(
-            train_loss.is_finite(),
-            "training diverged in epoch {epoch} (loss {train_loss})"
-        );
+        if !train_loss.is_finite() {
+            // Nothing of this epoch is saved: the checkpoint on disk is still
+            // the last good epoch's.
+            let bad = finite
+                .iter()
+                .position(|f| f.int64_value(&[]) == 0)
+                .unwrap_or(0);
+            anyhow::bail!(
+                "training diverged in epoch {} of {}, batch {} of {}: the loss is not finite; \
+                 the checkpoint of the last good epoch ({}) is kept (try a lower lr or clip_norm > 0)",
+                epoch + 1,
+                cfg.epochs,
+                bad + 1,
+                finite.len(),
+                epoch
+            );
+        }
         let seconds = start.elapsed().as_secs_f64();
         let stat = EpochStats {
             epoch,
