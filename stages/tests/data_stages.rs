@@ -3,66 +3,17 @@
 //! on hand-made logs with hand-computed results. Stages run through the
 //! registry with a hand-built `StageContext`, as the engine would run them.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, Float64Array, Int64Array, ListArray, StringArray};
 use arrow::datatypes::DataType;
-use seqpipe::progress::Progress;
-use seqpipe::stage::StageContext;
+use common::in_process::{run_stage, write};
 use seqpipe_stages::load_atomic::{self, AtomicError, ReadOptions};
 use seqpipe_stages::seqdata::{Counts, SequenceData};
 use seqpipe_stages::sequences::{self, Params};
 use seqpipe_stages::table;
-
-/// Runs kind `kind` with TOML `params` on `inputs`, writing outputs into
-/// fresh folders under `dir/<name>`; returns the output folders.
-fn run_stage(
-    dir: &Path,
-    kind: &str,
-    params: &str,
-    inputs: &[(&str, &Path)],
-) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let registry = seqpipe_stages::registry();
-    let stage = registry.get(kind).expect("registered kind");
-    let table: toml::Table = toml::from_str(params).unwrap();
-    let params = stage
-        .canonical_params(&table.into_iter().collect())
-        .map_err(|e| anyhow::anyhow!("params: {e}"))?;
-    let outputs: BTreeMap<String, PathBuf> = stage
-        .info()
-        .outputs
-        .iter()
-        .map(|p| {
-            let path = dir.join(kind).join(p.name);
-            std::fs::create_dir_all(&path).unwrap();
-            (p.name.to_string(), path)
-        })
-        .collect();
-    let progress = Progress::hidden();
-    let mut ctx = StageContext {
-        stage: kind,
-        params,
-        seed: 1,
-        device: "cpu",
-        inputs: inputs
-            .iter()
-            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
-            .collect(),
-        outputs: outputs.clone(),
-        checkpoint_dir: dir.join("checkpoint"),
-        progress: &progress,
-        notes: BTreeMap::new(),
-    };
-    stage.run(&mut ctx)?;
-    Ok(outputs)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 const INTER: &str = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n\
                      1\t10\t5\t100\n\
@@ -171,7 +122,14 @@ fn the_stage_reads_a_folder_and_sequences_consumes_its_events() {
         "mini.item",
         "item_id:token\ttitle:token_seq\n10\tA\n20\tB b\n30\tC\n40\tD\n",
     );
-    let out = run_stage(dir.path(), "load.atomic", "", &[("source", &source)]).unwrap();
+    let out = run_stage(
+        dir.path(),
+        "load.atomic",
+        "load.atomic",
+        "",
+        &[("source", &source)],
+    )
+    .unwrap();
     let events = table::read(&out["events"].join("events.parquet")).unwrap();
     assert_eq!(events.num_rows(), 7);
     assert_eq!(events.num_columns(), 4);
@@ -187,7 +145,14 @@ fn the_stage_reads_a_folder_and_sequences_consumes_its_events() {
 
     // float timestamps order events: user 2 is 10 (200), 20 (201.25), 30
     // (201.5), 40 (202), not the file order.
-    let seq = run_stage(dir.path(), "sequences", "", &[("events", &out["events"])]).unwrap();
+    let seq = run_stage(
+        dir.path(),
+        "sequences",
+        "sequences",
+        "",
+        &[("events", &out["events"])],
+    )
+    .unwrap();
     let data = SequenceData::read(&seq["data"]).unwrap();
     assert_eq!(data.meta.num_users, 2);
     assert_eq!(data.meta.num_items, 4);
@@ -201,6 +166,7 @@ fn the_stage_reads_a_folder_and_sequences_consumes_its_events() {
     let file = source.join("mini.inter");
     let out = run_stage(
         &dir.path().join("again"),
+        "load.atomic",
         "load.atomic",
         "min_rating = 4",
         &[("source", &file)],
@@ -296,6 +262,7 @@ fn missing_or_ambiguous_datasets_are_named() {
     let e = error_of(run_stage(
         dir.path(),
         "load.atomic",
+        "load.atomic",
         "",
         &[("source", &source)],
     ));
@@ -306,6 +273,7 @@ fn missing_or_ambiguous_datasets_are_named() {
     let e = error_of(run_stage(
         dir.path(),
         "load.atomic",
+        "load.atomic",
         "",
         &[("source", &source)],
     ));
@@ -313,6 +281,7 @@ fn missing_or_ambiguous_datasets_are_named() {
 
     let e = error_of(run_stage(
         dir.path(),
+        "load.atomic",
         "load.atomic",
         "dataset = \"ml-100\"",
         &[("source", &source)],
@@ -325,6 +294,7 @@ fn missing_or_ambiguous_datasets_are_named() {
     let e = error_of(run_stage(
         dir.path(),
         "load.atomic",
+        "load.atomic",
         "",
         &[("source", &dir.path().join("nowhere"))],
     ));
@@ -333,6 +303,7 @@ fn missing_or_ambiguous_datasets_are_named() {
     let e = error_of(run_stage(
         dir.path(),
         "load.atomic",
+        "load.atomic",
         "dataset = \"ml-1m\"\nuser_column = \"uid\"",
         &[("source", &source)],
     ));
@@ -340,6 +311,7 @@ fn missing_or_ambiguous_datasets_are_named() {
 
     let e = error_of(run_stage(
         dir.path(),
+        "load.atomic",
         "load.atomic",
         "dataset = \"ml-1m\"\nmin_rating = 9",
         &[("source", &source)],

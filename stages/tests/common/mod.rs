@@ -3,6 +3,8 @@
 //! `seqpipe show --json`.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod in_process;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
