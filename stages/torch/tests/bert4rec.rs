@@ -3,15 +3,14 @@
 mod common;
 
 use common::{
-    assert_reloads_identically, hr_at_1, left_padded, max_abs_diff, pop_hr_at_1, successor_data,
+    assert_reloads_identically, assert_resume_is_bit_exact, hr_at_1, left_padded, max_abs_diff,
+    pop_hr_at_1, successor_data,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::models::bert4rec::{Bert4Rec, Bert4RecConfig};
 use seqpipe_torch::models::left_pad_batch;
-use seqpipe_torch::models::trainer::{
-    batch_rng, torch_rng_lock, train, EpochStats, ModelConfig, TrainConfig,
-};
+use seqpipe_torch::models::trainer::{batch_rng, torch_rng_lock, train, ModelConfig, TrainConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
@@ -166,58 +165,26 @@ fn resume_is_bit_exact() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let data = successor_data(&mut rng, 30, 64, (2, 24));
     let mcfg = small_cfg(30, true);
-    let tcfg = TrainConfig {
-        epochs: 4,
-        batch_size: 16,
-        lr: 3e-3,
-        weight_decay: 0.01,
-        clip_norm: 1.0,
-        ..TrainConfig::default()
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir_a = tmp.path().join("a");
-    let dir_b = tmp.path().join("b");
-
-    let (vs_a, stats_a) = train(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_a, &mut |_| {}).unwrap();
-    let first = TrainConfig {
-        epochs: 2,
-        ..tcfg.clone()
-    };
-    let mut seen_b = Vec::new();
-    train(&mcfg, &first, &data, 11, Device::Cpu, &dir_b, &mut |s| {
-        seen_b.push(s.epoch)
-    })
-    .unwrap();
-    let (vs_b, stats_b) = train(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |s| {
-        seen_b.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(
-        seen_b,
-        vec![0, 1, 2, 3],
-        "second call must resume at epoch 2"
-    );
-
-    let losses = |s: &[EpochStats]| s.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
-    assert_eq!(losses(&stats_a), losses(&stats_b));
-    assert!(stats_a[3].train_loss < stats_a[0].train_loss);
-
-    let va = vs_a.variables();
-    let vb = vs_b.variables();
+    let r = assert_resume_is_bit_exact(&mcfg, &data);
     // item_emb, pos_emb, emb_norm 2; per block attn 10 + ffn 6; last_norm 2;
     // head 2, out_bias.
-    assert_eq!(va.len(), 2 + 2 + 2 * 16 + 2 + 2 + 1);
-    assert_eq!(va.len(), vb.len());
-    for (name, a) in &va {
-        assert!(a.equal(&vb[name]), "variable {name} differs after resume");
-    }
+    assert_eq!(r.vs_a.variables().len(), 2 + 2 + 2 * 16 + 2 + 2 + 1);
 
     // Another mask_prob is another model config: its checkpoint is refused.
     let other = Bert4RecConfig {
         mask_prob: 0.3,
         ..mcfg
     };
-    assert!(train(&other, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+    assert!(train(
+        &other,
+        &r.tcfg,
+        &data,
+        11,
+        Device::Cpu,
+        &r.dir_b,
+        &mut |_| {}
+    )
+    .is_err());
 }
 
 #[test]

@@ -3,13 +3,14 @@
 mod common;
 
 use common::{
-    assert_reloads_identically, hr_at_1, left_padded, max_abs_diff, pop_hr_at_1, successor_data,
+    assert_reloads_identically, assert_resume_is_bit_exact, hr_at_1, left_padded, max_abs_diff,
+    pop_hr_at_1, successor_data,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::models::gru4rec::{Gru4Rec, Gru4RecConfig};
 use seqpipe_torch::models::left_pad_batch;
-use seqpipe_torch::models::trainer::{torch_rng_lock, train, EpochStats, TrainConfig};
+use seqpipe_torch::models::trainer::{torch_rng_lock, train, TrainConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
@@ -115,61 +116,21 @@ fn resume_is_bit_exact() {
     // Two layers with dropout between them, and an untied output layer: every
     // kind of variable and RNG use the model has.
     let mcfg = small_cfg(30, 24, 2);
-    let tcfg = TrainConfig {
-        epochs: 4,
-        batch_size: 16,
-        lr: 3e-3,
-        weight_decay: 0.01,
-        clip_norm: 1.0,
-        ..TrainConfig::default()
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir_a = tmp.path().join("a");
-    let dir_b = tmp.path().join("b");
-
-    let mut seen_a = Vec::new();
-    let (vs_a, stats_a) = train(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_a, &mut |s| {
-        seen_a.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(seen_a, vec![0, 1, 2, 3]);
-
-    let first = TrainConfig {
-        epochs: 2,
-        ..tcfg.clone()
-    };
-    let mut seen_b = Vec::new();
-    let (_, stats_b2) = train(&mcfg, &first, &data, 11, Device::Cpu, &dir_b, &mut |s| {
-        seen_b.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(stats_b2.len(), 2);
-    let (vs_b, stats_b) = train(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |s| {
-        seen_b.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(
-        seen_b,
-        vec![0, 1, 2, 3],
-        "second call must resume at epoch 2"
-    );
-
-    let losses = |s: &[EpochStats]| s.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
-    assert_eq!(losses(&stats_a), losses(&stats_b));
-    assert!(stats_a[3].train_loss < stats_a[0].train_loss);
-
-    let va = vs_a.variables();
-    let vb = vs_b.variables();
-    assert_eq!(va.len(), 1 + 4 * 2 + 2);
-    assert_eq!(va.len(), vb.len());
-    for (name, a) in &va {
-        let b = &vb[name];
-        assert!(a.equal(b), "variable {name} differs after resume");
-    }
+    let r = assert_resume_is_bit_exact(&mcfg, &data);
+    assert_eq!(r.vs_a.variables().len(), 1 + 4 * 2 + 2);
 
     // A checkpoint of another model is refused, not silently loaded.
     let tied = small_cfg(30, 0, 2);
-    assert!(train(&tied, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+    assert!(train(
+        &tied,
+        &r.tcfg,
+        &data,
+        11,
+        Device::Cpu,
+        &r.dir_b,
+        &mut |_| {}
+    )
+    .is_err());
 }
 
 #[test]

@@ -2,14 +2,15 @@
 
 mod common;
 
-use common::{assert_reloads_identically, hr_at_1, left_padded, max_abs_diff, successor_data};
+use common::{
+    assert_reloads_identically, assert_resume_is_bit_exact, hr_at_1, left_padded, loss_bits,
+    max_abs_diff, successor_data,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::models::left_pad_batch;
 use seqpipe_torch::models::sasrec::{SasRec, SasRecConfig};
-use seqpipe_torch::models::trainer::{
-    torch_rng_lock, train as train_sasrec, EpochStats, TrainConfig,
-};
+use seqpipe_torch::models::trainer::{torch_rng_lock, train as train_sasrec, TrainConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
@@ -97,59 +98,10 @@ fn resume_is_bit_exact() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let data = successor_data(&mut rng, 30, 64, (2, 24));
     let mcfg = small_cfg(30, true);
-    let tcfg = TrainConfig {
-        epochs: 4,
-        batch_size: 16,
-        lr: 3e-3,
-        weight_decay: 0.01,
-        clip_norm: 1.0,
-        ..TrainConfig::default()
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir_a = tmp.path().join("a");
-    let dir_b = tmp.path().join("b");
-
-    let mut seen_a = Vec::new();
-    let (vs_a, stats_a) = train_sasrec(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_a, &mut |s| {
-        seen_a.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(seen_a, vec![0, 1, 2, 3]);
-
-    let first = TrainConfig {
-        epochs: 2,
-        ..tcfg.clone()
-    };
-    let mut seen_b = Vec::new();
-    let (_, stats_b2) = train_sasrec(&mcfg, &first, &data, 11, Device::Cpu, &dir_b, &mut |s| {
-        seen_b.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(stats_b2.len(), 2);
-    let (vs_b, stats_b) = train_sasrec(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |s| {
-        seen_b.push(s.epoch)
-    })
-    .unwrap();
-    assert_eq!(
-        seen_b,
-        vec![0, 1, 2, 3],
-        "second call must resume at epoch 2"
-    );
-
-    let losses = |s: &[EpochStats]| s.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
-    assert_eq!(losses(&stats_a), losses(&stats_b));
-    assert!(stats_a[3].train_loss < stats_a[0].train_loss);
-
-    let va = vs_a.variables();
-    let vb = vs_b.variables();
-    assert_eq!(va.len(), vb.len());
-    for (name, a) in &va {
-        let b = &vb[name];
-        assert!(a.equal(b), "variable {name} differs after resume");
-    }
+    let r = assert_resume_is_bit_exact(&mcfg, &data);
 
     // Only the latest checkpoint's tensors are kept.
-    let files: Vec<String> = std::fs::read_dir(&dir_b)
+    let files: Vec<String> = std::fs::read_dir(&r.dir_b)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".safetensors"))
@@ -157,20 +109,26 @@ fn resume_is_bit_exact() {
     assert_eq!(files, vec!["checkpoint-epoch00004.safetensors".to_string()]);
 
     // A finished run is returned as is; mismatches are refused.
-    let (vs_c, stats_c) = train_sasrec(&mcfg, &tcfg, &data, 11, Device::Cpu, &dir_b, &mut |_| {
-        panic!("trained")
-    })
+    let (vs_c, stats_c) = train_sasrec(
+        &mcfg,
+        &r.tcfg,
+        &data,
+        11,
+        Device::Cpu,
+        &r.dir_b,
+        &mut |_| panic!("trained"),
+    )
     .unwrap();
-    assert_eq!(losses(&stats_c), losses(&stats_a));
-    assert!(vs_c.variables()["item_emb"].equal(&va["item_emb"]));
+    assert_eq!(loss_bits(&stats_c), loss_bits(&r.stats_a));
+    assert!(vs_c.variables()["item_emb"].equal(&r.vs_a.variables()["item_emb"]));
     let fewer = TrainConfig {
         epochs: 3,
-        ..tcfg.clone()
+        ..r.tcfg.clone()
     };
-    assert!(train_sasrec(&mcfg, &fewer, &data, 11, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+    assert!(train_sasrec(&mcfg, &fewer, &data, 11, Device::Cpu, &r.dir_b, &mut |_| {}).is_err());
     let other_lr = TrainConfig {
         lr: 1e-3,
-        ..tcfg.clone()
+        ..r.tcfg.clone()
     };
     assert!(train_sasrec(
         &mcfg,
@@ -178,11 +136,20 @@ fn resume_is_bit_exact() {
         &data,
         11,
         Device::Cpu,
-        &dir_b,
+        &r.dir_b,
         &mut |_| {}
     )
     .is_err());
-    assert!(train_sasrec(&mcfg, &tcfg, &data, 12, Device::Cpu, &dir_b, &mut |_| {}).is_err());
+    assert!(train_sasrec(
+        &mcfg,
+        &r.tcfg,
+        &data,
+        12,
+        Device::Cpu,
+        &r.dir_b,
+        &mut |_| {}
+    )
+    .is_err());
 }
 
 #[test]

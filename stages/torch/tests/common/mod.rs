@@ -2,12 +2,14 @@
 //! sequences with a planted rule a model must learn.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::models::pop::Pop;
-use seqpipe_torch::models::trainer::{load_model, save_model, ModelConfig, SequenceModel};
+use seqpipe_torch::models::trainer::{
+    load_model, save_model, train, EpochStats, ModelConfig, SequenceModel, TrainConfig,
+};
 use seqpipe_torch::models::{Scorer, SeqScorer};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -113,4 +115,82 @@ pub fn assert_reloads_identically<C: ModelConfig>(
     let n = scores.size()[1] as usize;
     assert_eq!(rows[0].len(), n);
     assert_eq!(rows[0][0], f32::NEG_INFINITY);
+}
+
+/// The two trainings [`assert_resume_is_bit_exact`] compared, for checks
+/// of a model's own (its variable count, the checkpoints it refuses).
+pub struct Resumed {
+    /// The training config both used (4 epochs).
+    pub tcfg: TrainConfig,
+    /// The uninterrupted training's variables and per-epoch stats.
+    pub vs_a: VarStore,
+    pub stats_a: Vec<EpochStats>,
+    /// The interrupted training's checkpoint folder (holding epoch 4).
+    pub dir_b: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Trains `mcfg` on `data` for 4 epochs straight, and again for 2 epochs
+/// then 4 from the same checkpoint folder, and asserts that the second call
+/// resumed at epoch 2 and that both end bit for bit alike: every epoch's
+/// loss bits and every variable. The loss must also fall.
+pub fn assert_resume_is_bit_exact<C: ModelConfig>(mcfg: &C, data: &[Vec<i64>]) -> Resumed {
+    let tcfg = TrainConfig {
+        epochs: 4,
+        batch_size: 16,
+        lr: 3e-3,
+        weight_decay: 0.01,
+        clip_norm: 1.0,
+        ..TrainConfig::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_a = tmp.path().join("a");
+    let dir_b = tmp.path().join("b");
+    let mut seen_a = Vec::new();
+    let (vs_a, stats_a) = train(mcfg, &tcfg, data, 11, Device::Cpu, &dir_a, &mut |s| {
+        seen_a.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(seen_a, vec![0, 1, 2, 3]);
+
+    let first = TrainConfig {
+        epochs: 2,
+        ..tcfg.clone()
+    };
+    let mut seen_b = Vec::new();
+    let (_, stats_b2) = train(mcfg, &first, data, 11, Device::Cpu, &dir_b, &mut |s| {
+        seen_b.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(stats_b2.len(), 2);
+    let (vs_b, stats_b) = train(mcfg, &tcfg, data, 11, Device::Cpu, &dir_b, &mut |s| {
+        seen_b.push(s.epoch)
+    })
+    .unwrap();
+    assert_eq!(
+        seen_b,
+        vec![0, 1, 2, 3],
+        "second call must resume at epoch 2"
+    );
+
+    assert_eq!(loss_bits(&stats_a), loss_bits(&stats_b));
+    assert!(stats_a[3].train_loss < stats_a[0].train_loss);
+    let va = vs_a.variables();
+    let vb = vs_b.variables();
+    assert_eq!(va.len(), vb.len());
+    for (name, a) in &va {
+        assert!(a.equal(&vb[name]), "variable {name} differs after resume");
+    }
+    Resumed {
+        tcfg,
+        vs_a,
+        stats_a,
+        dir_b,
+        _tmp: tmp,
+    }
+}
+
+/// Each epoch's loss as exact bits (decimal printing may round).
+pub fn loss_bits(stats: &[EpochStats]) -> Vec<u64> {
+    stats.iter().map(|e| e.train_loss.to_bits()).collect()
 }
