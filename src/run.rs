@@ -357,6 +357,35 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Input hashes known so far, and the inputs still waiting on an upstream
+/// stage as (input, upstream index).
+pub type KnownInputs = (BTreeMap<String, Hash>, Vec<(String, usize)>);
+
+/// Stage `i`'s input hashes as far as they are known without running
+/// anything: outputs of upstream stages found in `known` (stage index →
+/// output hashes) and its path inputs. The inputs whose upstream stage is
+/// not in `known` are returned too, as (input, upstream index), in input
+/// order. `status` and `verify` walk a plan with this.
+pub fn known_inputs(
+    cache: &Cache,
+    plan: &Plan,
+    i: usize,
+    known: &BTreeMap<usize, BTreeMap<String, Hash>>,
+) -> Result<KnownInputs, CacheError> {
+    let mut inputs = BTreeMap::new();
+    let mut pending = Vec::new();
+    for (name, (up, output)) in &plan.stages[i].inputs {
+        match known.get(up) {
+            Some(outputs) => {
+                inputs.insert(name.clone(), outputs[output].clone());
+            }
+            None => pending.push((name.clone(), *up)),
+        }
+    }
+    inputs.extend(path_input_hashes(cache, plan, i)?);
+    Ok((inputs, pending))
+}
+
 /// The content hashes of stage `i`'s inputs that are files or folders on
 /// disk (memoised by the cache, so unchanged data is not read again).
 pub fn path_input_hashes(

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{load_plan, CacheOptions};
 use crate::key::{Hash, StaleReason};
-use crate::run::{check_outputs, explain_miss, fingerprint, path_input_hashes};
+use crate::run::{check_outputs, explain_miss, fingerprint, known_inputs};
 use crate::stage::Registry;
 
 /// Options of `seqpipe status`.
@@ -49,35 +49,17 @@ pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<St
     let mut out = Vec::new();
     for &i in &plan.order {
         let stage = &plan.stages[i];
-        let mut inputs = BTreeMap::new();
-        let mut cascade = None;
-        for (name, (up, output)) in &stage.inputs {
-            match known.get(up) {
-                Some(outputs) => {
-                    inputs.insert(name.clone(), outputs[output].clone());
-                }
-                None => {
-                    cascade.get_or_insert(StaleReason::InputWillChange {
-                        input: name.clone(),
-                        upstream: plan.stages[*up].name.clone(),
-                    });
-                }
-            }
-        }
-        inputs.extend(path_input_hashes(&cache, &plan, i)?);
-        let lock_state = lock.as_ref().map(|lock| {
-            compare_with_lock(
-                lock,
-                &plan,
-                i,
-                &inputs,
-                known_outputs(&cache, &plan, i, &inputs),
-            )
-        });
+        let (inputs, pending) = known_inputs(&cache, &plan, i, &known)?;
+        let cascade = pending
+            .first()
+            .map(|(input, up)| StaleReason::InputWillChange {
+                input: input.clone(),
+                upstream: plan.stages[*up].name.clone(),
+            });
         let (reason, key) = match cascade {
             Some(reason) => (Some(reason), None),
             None => {
-                let fp = fingerprint(&plan, i, inputs);
+                let fp = fingerprint(&plan, i, inputs.clone());
                 let key = fp.key();
                 let reason = match cache.lookup(&key)? {
                     Some(record) => match check_outputs(&cache, &record) {
@@ -92,6 +74,9 @@ pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<St
                 (reason, Some(key))
             }
         };
+        let lock_state = lock
+            .as_ref()
+            .map(|lock| compare_with_lock(lock, &plan, i, &inputs, &pending, known.get(&i)));
         let state = match &reason {
             None => "cached",
             Some(StaleReason::NeverRun) => "never-run",
@@ -110,56 +95,38 @@ pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<St
     Ok(out)
 }
 
-/// The cached outputs of stage `i` with these inputs, if it is cached (and
-/// all its inputs are known).
-fn known_outputs(
-    cache: &crate::cache::Cache,
-    plan: &crate::graph::Plan,
-    i: usize,
-    inputs: &BTreeMap<String, Hash>,
-) -> Option<BTreeMap<String, Hash>> {
-    if inputs.len() < plan.stages[i].inputs.len() + plan.stages[i].paths.len() {
-        return None;
-    }
-    let record = cache
-        .lookup(&fingerprint(plan, i, inputs.clone()).key())
-        .ok()??;
-    Some(record.outputs)
-}
-
-/// Stage `i` against the lock file; inputs not known yet (an upstream
-/// stage will rerun) are taken from the lock, so the sentence names this
-/// stage's own difference.
+/// Stage `i` against the lock file. `pending` inputs (an upstream stage
+/// will rerun) are taken from the lock, so the sentence names this stage's
+/// own difference; `outputs` are its cached outputs, when it is cached.
 fn compare_with_lock(
     lock: &crate::lock::LockFile,
     plan: &crate::graph::Plan,
     i: usize,
     inputs: &BTreeMap<String, Hash>,
-    outputs: Option<BTreeMap<String, Hash>>,
+    pending: &[(String, usize)],
+    outputs: Option<&BTreeMap<String, Hash>>,
 ) -> String {
-    let stage = &plan.stages[i];
-    let Some(locked) = lock.stages.get(&stage.name) else {
+    let Some(locked) = lock.stages.get(&plan.stages[i].name) else {
         return "not in the lock file".into();
     };
     let mut filled = inputs.clone();
-    let mut pending = Vec::new();
-    for (name, (up, _)) in &stage.inputs {
-        if !filled.contains_key(name) {
-            pending.push(format!("`{name}` from `{}`", plan.stages[*up].name));
-            if let Some(h) = locked.fingerprint.inputs.get(name) {
-                filled.insert(name.clone(), h.clone());
-            }
+    for (name, _) in pending {
+        if let Some(h) = locked.fingerprint.inputs.get(name) {
+            filled.insert(name.clone(), h.clone());
         }
     }
     let now = fingerprint(plan, i, filled);
-    match crate::lock::compare(locked, &now, outputs.as_ref()) {
-        Some(difference) => difference,
-        None if pending.is_empty() => "matches".into(),
-        None => format!(
-            "its own params match; waits on input {}",
-            pending.join(", ")
-        ),
+    if let Some(difference) = crate::lock::compare(locked, &now, outputs) {
+        return difference;
     }
+    if pending.is_empty() {
+        return "matches".into();
+    }
+    let waits: Vec<String> = pending
+        .iter()
+        .map(|(name, up)| format!("`{name}` from `{}`", plan.stages[*up].name))
+        .collect();
+    format!("its own params match; waits on input {}", waits.join(", "))
 }
 
 /// Prints the status as a table or JSON.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{load_plan, CacheOptions};
 use crate::key::Hash;
 use crate::progress::Progress;
-use crate::run::{check_outputs, fingerprint, path_input_hashes, recompute, RunError};
+use crate::run::{check_outputs, fingerprint, known_inputs, recompute, RunError};
 use crate::stage::Registry;
 
 /// Options of `seqpipe verify`.
@@ -65,17 +65,8 @@ pub fn verify(cmd: &VerifyCommand, registry: &Registry) -> anyhow::Result<Vec<Ve
             detail,
             seconds,
         };
-        let mut inputs = BTreeMap::new();
-        let mut missing = None;
-        for (name, (up, output)) in &stage.inputs {
-            match known.get(up) {
-                Some(outputs) => {
-                    inputs.insert(name.clone(), outputs[output].clone());
-                }
-                None => missing = Some(plan.stages[*up].name.clone()),
-            }
-        }
-        inputs.extend(path_input_hashes(&cache, &plan, i)?);
+        let (inputs, pending) = known_inputs(&cache, &plan, i, &known)?;
+        let missing = pending.first().map(|(_, up)| plan.stages[*up].name.clone());
         let record = match missing {
             Some(_) => None,
             None => cache
