@@ -350,7 +350,8 @@ fn input_hashes(
         .collect()
 }
 
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch (run ids, record times).
+pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

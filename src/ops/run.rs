@@ -6,7 +6,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use super::{load_plan, summaries, CacheOptions};
 use crate::progress::Progress;
-use crate::run::{self, Outcome, RunError, RunOptions, RunReport};
+use crate::run::{self, now_unix, Outcome, RunError, RunOptions, RunReport};
 use crate::stage::Registry;
 
 /// Options of `seqpipe run`.
@@ -107,14 +107,6 @@ pub fn save_manifest(
         "stages": report.stages,
     });
     Ok(cache.save_run(&plan.spec.name, run_id, &manifest)?)
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The end-of-run table: stage, kind, cached or ran, time.

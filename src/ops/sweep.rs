@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use super::run::{now_unix, save_manifest};
+use super::run::save_manifest;
 use super::CacheOptions;
 use crate::artifact::METRICS_FILE;
 use crate::cache::Cache;
 use crate::graph::{self, Plan};
 use crate::progress::Progress;
-use crate::run::{self, Outcome, RunError, RunOptions, RunReport};
+use crate::run::{self, now_unix, Outcome, RunError, RunOptions, RunReport};
 use crate::spec::{self, Override, SpecError};
 use crate::stage::Registry;
 use crate::sweep::{SweepSpec, Trial};
