@@ -24,7 +24,7 @@ use crate::spec::{did_you_mean, Location, Spec, SpecError, StageSpec};
 use crate::stage::{KindInfo, Registry, Resource, Stage};
 
 /// The artifact type of an input port that takes a file or folder from disk
-/// (raw data) instead of another stage's output. Its content hash enters the
+/// (raw data), or any stage's output folder. Its content hash enters the
 /// key like any input's, so editing the data reruns the stage.
 pub const PATH_TYPE: &str = "path";
 
@@ -215,25 +215,19 @@ fn resolve_inputs(
                 None => return Err(no_such_input(&info, input, at, key)),
             },
         };
-        if wanted_type == PATH_TYPE {
-            return Err(error(
-                at,
-                key,
-                format!(
-                    "input `{input}` of `{}` takes a file or folder, not another stage's output",
-                    info.kind
-                ),
-                Some(format!(
-                    "write a path: inputs = {{ {input} = \"./data/…\" }} (relative to the spec)"
-                )),
-            ));
-        }
         let Some(&up) = by_name.get(reference.stage.as_str()) else {
+            let hint = if wanted_type == PATH_TYPE {
+                Some(format!(
+                    "a file or folder starts with `./` or `/` (relative to the spec): \"./{reference}\""
+                ))
+            } else {
+                did_you_mean(&reference.stage, by_name.keys().copied())
+            };
             return Err(error(
                 at,
                 key,
                 format!("there is no stage `{}` in this pipeline", reference.stage),
-                did_you_mean(&reference.stage, by_name.keys().copied()),
+                hint,
             ));
         };
         let up_info = planned[up].kind.info();
@@ -250,7 +244,10 @@ fn resolve_inputs(
                     .or_else(|| Some(format!("its outputs are: {}", names.join(", ")))),
             ));
         };
-        if port.ty != wanted_type && wanted_type != ANY_TYPE {
+        // A `path` port reads whatever folder it is given, so another
+        // stage's output (e.g. `synth.tecd`'s partitions) serves as well as a
+        // folder on disk.
+        if port.ty != wanted_type && wanted_type != ANY_TYPE && wanted_type != PATH_TYPE {
             return Err(error(
                 at,
                 key,
@@ -263,7 +260,7 @@ fn resolve_inputs(
         }
         resolved.insert(input.clone(), (up, reference.output.clone()));
     }
-    for port in &info.inputs {
+    for port in info.inputs.iter().filter(|p| !p.optional) {
         if !s.inputs.contains_key(port.name) && !s.paths.contains_key(port.name) {
             let at = &specs[by_name[s.name.as_str()]].at.kind;
             return Err(error(

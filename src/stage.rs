@@ -32,6 +32,11 @@ pub struct Port {
     #[serde(rename = "type")]
     pub ty: &'static str,
     pub doc: &'static str,
+    /// An input the stage can run without (e.g. `train`'s `init`
+    /// embeddings); the stage asks with [`StageContext::optional_input`].
+    /// Outputs are never optional.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// A documented parameter; its default comes from the kind's `Params::default()`.
@@ -263,6 +268,12 @@ impl StageContext<'_> {
             .get(name)
             .map(PathBuf::as_path)
             .ok_or_else(|| anyhow::anyhow!("stage `{}` has no input named `{name}`", self.stage))
+    }
+
+    /// Input `name` when the spec gave it, `None` when it left the optional
+    /// port out.
+    pub fn optional_input(&self, name: &str) -> Option<&Path> {
+        self.inputs.get(name).map(PathBuf::as_path)
     }
 
     /// The (empty) folder to write output `name` into.

@@ -207,9 +207,17 @@ fn path_inputs_are_checked() {
         "{err}"
     );
 
-    let artifact_for_path = WORDS.replace("\"./corpus.txt\"", "\"top.report\"");
-    let err = spec_error(setup(&artifact_for_path, "").path()).to_string();
-    assert!(err.contains("takes a file or folder"), "{err}");
+    // A path port also reads another stage's output folder.
+    let artifact_for_path =
+        WORDS.replace("\"./corpus.txt\"", "\"probe.out\"") + "\n[stages.probe]\nkind = \"probe\"\n";
+    let dir = setup(&artifact_for_path, "");
+    let plan = ops::load_plan(&dir.path().join("p.toml"), &[], &registry()).unwrap();
+    let count = plan.index_of("count").unwrap();
+    let probe = plan.index_of("probe").unwrap();
+    assert_eq!(
+        plan.stages[count].inputs["text"],
+        (probe, "out".to_string())
+    );
 
     let path_for_artifact = WORDS.replace("\"count.counts\"", "\"./corpus.txt\"");
     let err = spec_error(setup(&path_for_artifact, "").path()).to_string();
@@ -222,7 +230,7 @@ fn path_inputs_are_checked() {
     let unprefixed = WORDS.replace("./corpus.txt", "corpus.txt");
     let err = spec_error(setup(&unprefixed, "").path()).to_string();
     assert!(
-        err.contains("takes a file or folder") && err.contains("\"./data/…\""),
+        err.contains("there is no stage `corpus`") && err.contains("\"./corpus.txt\""),
         "{err}"
     );
 
@@ -261,6 +269,7 @@ impl TypedStage for Probe {
             inputs: vec![],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "out",
                 ty: "counts",
                 doc: "",
@@ -324,6 +333,7 @@ impl TypedStage for Fail {
             inputs: vec![],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "counts",
                 ty: "counts",
                 doc: "",

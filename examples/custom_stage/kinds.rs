@@ -60,12 +60,14 @@ impl TypedStage for Words {
             version: self.version,
             summary: "Counts the words of a text file (or every file of a folder).",
             inputs: vec![Port {
+                optional: false,
                 name: "text",
                 ty: "path",
                 doc: "a text file or folder on disk",
             }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "counts",
                 ty: "counts",
                 doc: "counts.json: word → count",
@@ -159,12 +161,14 @@ impl TypedStage for Top {
             version: 1,
             summary: "Lists the most frequent words of a counts artifact.",
             inputs: vec![Port {
+                optional: false,
                 name: "counts",
                 ty: "counts",
                 doc: "output of `words` or `merge`",
             }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "report",
                 ty: "text",
                 doc: "summary.txt: one `count word` line each",
@@ -210,6 +214,7 @@ impl TypedStage for Merge {
             inputs: vec![],
             extra_inputs: Some("counts"),
             outputs: vec![Port {
+                optional: false,
                 name: "counts",
                 ty: "counts",
                 doc: "counts.json: the sums",

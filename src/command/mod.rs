@@ -66,6 +66,7 @@ fn unbound_info() -> &'static KindInfo {
         inputs: vec![],
         extra_inputs: Some(ANY_TYPE),
         outputs: vec![Port {
+            optional: false,
             name: LOG_OUTPUT,
             ty: "log",
             doc: "stdout.txt and stderr.txt",
@@ -242,17 +243,20 @@ fn bound_info(
     let mut inputs: Vec<Port> = refs
         .keys()
         .map(|n| Port {
+            optional: false,
             name: leak(n.clone()),
             ty: ANY_TYPE,
             doc: "an input of any artifact type",
         })
         .collect();
     inputs.extend(paths.keys().map(|n| Port {
+        optional: false,
         name: leak(n.clone()),
         ty: PATH_TYPE,
         doc: "a file or folder on disk",
     }));
     inputs.extend(deps.iter().map(|(n, _, _)| Port {
+        optional: false,
         name: leak(n.clone()),
         ty: PATH_TYPE,
         doc: "a file or folder the command reads (deps)",
@@ -260,6 +264,7 @@ fn bound_info(
     let mut ports: Vec<Port> = outputs
         .iter()
         .map(|(n, t)| Port {
+            optional: false,
             name: leak(n.clone()),
             ty: t.name,
             doc: t.doc,

@@ -28,7 +28,8 @@ pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
         if !info.inputs.is_empty() || info.extra_inputs.is_some() {
             println!("  inputs:");
             for p in &info.inputs {
-                println!("    {:<12} {:<9} {}", p.name, p.ty, p.doc);
+                let optional = if p.optional { "(optional) " } else { "" };
+                println!("    {:<12} {:<9} {optional}{}", p.name, p.ty, p.doc);
             }
             if let Some(ty) = info.extra_inputs {
                 println!(

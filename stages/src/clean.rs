@@ -138,9 +138,10 @@ impl TypedStage for Clean {
             kind: "clean",
             version: VERSION,
             summary: "Casts columns, fills nulls, drops rows missing required values and duplicate keys; reports what changed.",
-            inputs: vec![Port { name: "table", ty: "table", doc: "the table to clean (every *.parquet in it)" }],
+            inputs: vec![Port { optional: false, name: "table", ty: "table", doc: "the table to clean (every *.parquet in it)" }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "table",
                 ty: "table",
                 doc: "events.parquet (the cleaned rows), validation.json, summary.txt",

@@ -68,11 +68,11 @@ impl TypedStage for Evaluate {
             version: VERSION,
             summary: "Ranks the whole catalogue for every held-out example and reports HR, NDCG and MRR at each K.",
             inputs: vec![
-                Port { name: "model", ty: "model", doc: "a model trained by `train`" },
-                Port { name: "data", ty: "sequences", doc: "the split the model was trained on" },
+                Port { optional: false, name: "model", ty: "model", doc: "a model trained by `train`" },
+                Port { optional: false, name: "data", ty: "sequences", doc: "the split the model was trained on" },
             ],
             extra_inputs: None,
-            outputs: vec![Port { name: "metrics", ty: "metrics", doc: "metrics.json: per split, hr@K, ndcg@K, mrr@K, mrr, …, their _ci, breakdown" }],
+            outputs: vec![Port { optional: false, name: "metrics", ty: "metrics", doc: "metrics.json: per split, hr@K, ndcg@K, mrr@K, mrr, …, their _ci, breakdown" }],
             params: vec![
                 ParamDoc { name: "k", doc: "cut-offs" },
                 ParamDoc { name: "metrics", doc: "any of hr, ndcg, mrr, precision, coverage, popularity" },

@@ -88,6 +88,7 @@ impl TypedStage for LoadAtomic {
             summary:
                 "Reads RecBole atomic files (.inter, optional .item/.user) into Parquet tables.",
             inputs: vec![Port {
+                optional: false,
                 name: "source",
                 ty: "path",
                 doc: "a folder with <dataset>.inter (+ .item, .user), or an .inter file",
@@ -95,16 +96,19 @@ impl TypedStage for LoadAtomic {
             extra_inputs: None,
             outputs: vec![
                 Port {
+                    optional: false,
                     name: "events",
                     ty: "table",
                     doc: "events.parquet: the .inter rows (token ids → int64 when numeric)",
                 },
                 Port {
+                    optional: false,
                     name: "items",
                     ty: "table",
                     doc: "items.parquet from <dataset>.item (empty when absent)",
                 },
                 Port {
+                    optional: false,
                     name: "users",
                     ty: "table",
                     doc: "users.parquet from <dataset>.user (empty when absent)",

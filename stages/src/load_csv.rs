@@ -105,12 +105,14 @@ impl TypedStage for LoadCsv {
             version: VERSION,
             summary: "Reads delimited interaction logs (YooChoose clicks: session,timestamp,item,category) into an events table.",
             inputs: vec![Port {
+                optional: false,
                 name: "source",
                 ty: "path",
                 doc: "a CSV file (any name), or a folder whose *.csv files are read in sorted order",
             }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "events",
                 ty: "table",
                 doc: "events.parquet (user_id, item_id, timestamp in epoch ms, other fields as text), summary.txt",

@@ -106,12 +106,14 @@ impl TypedStage for LoadParquet {
             version: VERSION,
             summary: "Streams a folder of Parquet partition files (filtered by path, day and count) into one table.",
             inputs: vec![Port {
+                optional: false,
                 name: "source",
                 ty: "path",
                 doc: "a folder of *.parquet partition files, searched recursively",
             }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "events",
                 ty: "table",
                 doc: "events.parquet (the selected partitions' rows), partitions.json, summary.txt",

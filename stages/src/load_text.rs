@@ -88,12 +88,14 @@ impl TypedStage for LoadText {
             version: VERSION,
             summary: "Reads whitespace-separated `user item` text files (SASRec's format) into an events table; time is the line order.",
             inputs: vec![Port {
+                optional: false,
                 name: "source",
                 ty: "path",
                 doc: "a text file, or a folder whose *.txt files are read in sorted order",
             }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "events",
                 ty: "table",
                 doc: "events.parquet (user_id, item_id, timestamp = position; user_token/item_token when ids are text), summary.txt",

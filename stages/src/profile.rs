@@ -61,9 +61,10 @@ impl TypedStage for ProfileStage {
             kind: "profile",
             version: VERSION,
             summary: "Profiles a table: per column type, nulls, distinct values, numeric statistics and top values.",
-            inputs: vec![Port { name: "table", ty: "table", doc: "the table to profile (every *.parquet in it)" }],
+            inputs: vec![Port { optional: false, name: "table", ty: "table", doc: "the table to profile (every *.parquet in it)" }],
             extra_inputs: None,
             outputs: vec![Port {
+                optional: false,
                 name: "profile",
                 ty: "profile",
                 doc: "profile.json, profile.md, summary.txt",

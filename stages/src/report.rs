@@ -69,6 +69,7 @@ impl TypedStage for Report {
             inputs: vec![],
             extra_inputs: Some("metrics"),
             outputs: vec![Port {
+                optional: false,
                 name: "report",
                 ty: "report",
                 doc: "report.md, summary.txt and report.html",

@@ -76,9 +76,9 @@ impl TypedStage for Sequences {
             kind: "sequences",
             version: VERSION,
             summary: "Builds per-user chronological item sequences and a leave-one-out train/valid/test split.",
-            inputs: vec![Port { name: "events", ty: "table", doc: "interactions with user, item and time columns" }],
+            inputs: vec![Port { optional: false, name: "events", ty: "table", doc: "interactions with user, item and time columns" }],
             extra_inputs: None,
-            outputs: vec![Port { name: "data", ty: "sequences", doc: "train/valid/test Parquet files, vocab and meta.json" }],
+            outputs: vec![Port { optional: false, name: "data", ty: "sequences", doc: "train/valid/test Parquet files, vocab and meta.json" }],
             params: vec![
                 ParamDoc { name: "min_len", doc: "drop users with fewer interactions (at least 3)" },
                 ParamDoc { name: "max_len", doc: "keep this many most recent history items in valid/test (0 = all)" },

@@ -63,7 +63,7 @@ impl TypedStage for Synth {
             summary: "Generates a seeded interaction log with Zipf popularity and planted item-to-item transitions.",
             inputs: vec![],
             extra_inputs: None,
-            outputs: vec![Port { name: "events", ty: "table", doc: "events.parquet: user_id, item_id, timestamp (int64)" }],
+            outputs: vec![Port { optional: false, name: "events", ty: "table", doc: "events.parquet: user_id, item_id, timestamp (int64)" }],
             params: vec![
                 ParamDoc { name: "users", doc: "number of users" },
                 ParamDoc { name: "items", doc: "catalogue size" },

@@ -172,9 +172,9 @@ impl TypedStage for Train {
             kind: "train",
             version: VERSION,
             summary: "Trains pop, markov (order k), item kNN, SASRec, GRU4Rec, BERT4Rec or Caser on the training sequences; the neural models resume from per-epoch checkpoints.",
-            inputs: vec![Port { name: "data", ty: "sequences", doc: "output of `sequences`" }],
+            inputs: vec![Port { optional: false, name: "data", ty: "sequences", doc: "output of `sequences`" }],
             extra_inputs: None,
-            outputs: vec![Port { name: "model", ty: "model", doc: "config.json + model.safetensors (+ training.json)" }],
+            outputs: vec![Port { optional: false, name: "model", ty: "model", doc: "config.json + model.safetensors (+ training.json)" }],
             params: vec![
                 ParamDoc { name: "model", doc: "pop | markov | itemknn | sasrec | gru4rec | bert4rec | caser" },
                 ParamDoc { name: "order", doc: "markov: items of context (>= 1), backing off to shorter contexts, then popularity" },
