@@ -1,25 +1,38 @@
-//! `evaluate` — full-ranking evaluation of a trained model.
+//! `evaluate` — ranking evaluation of a trained model.
 //!
 //! Params (defaults): `k` ([5, 10, 20]), `metrics` (all of "hr", "ndcg",
 //! "mrr", "precision", "coverage", "popularity"),
-//! `ranking` ("full": every item in the catalogue is a candidate),
-//! `splits` (["valid", "test"]), `exclude_seen` (false: items already in
-//! the history stay candidates), `batch_size` (256 histories scored at once),
-//! `bootstrap` (1000 resamples for the 95 % confidence intervals, 0 = none;
-//! seeded by the pipeline seed), `long_tail` (50: targets with fewer training
-//! occurrences count as long tail in the breakdown).
+//! `ranking` ("full": every item in the catalogue is a candidate;
+//! "sampled": the target against `negatives` sampled items; "both"),
+//! `negatives` (100) and `sampler` ("uniform" | "popularity") for sampled
+//! ranking, `splits` (["valid", "test"]), `exclude_seen` (false: items
+//! already in the history stay candidates — and may be sampled),
+//! `batch_size` (256 histories scored at once), `bootstrap` (1000 resamples
+//! for the 95 % confidence intervals, 0 = none; seeded by the pipeline
+//! seed), `long_tail` (50: targets with fewer training occurrences count as
+//! long tail in the breakdown).
 //! `popularity` writes `avg_pop@K`.
 //! Inputs: `model` (model), `data` (sequences).
-//! Outputs: `metrics` (metrics: `metrics.json`, one object per split with
-//! `hr@K`, `ndcg@K`, `mrr@K`, `mrr` and `examples`, and as asked
-//! `precision@K`, `coverage@K`, `avg_pop@K`; `<metric>_ci` = `[lo, hi]` for
-//! every example-averaged metric; `breakdown` = HR@10/NDCG@10 and counts by
-//! history length and by target popularity, see [`crate::metrics`]).
+//! Outputs: `metrics` (metrics):
+//! - `metrics.json`: one object per split with `hr@K`, `ndcg@K`, `mrr@K`,
+//!   `mrr` and `examples`, and as asked `precision@K`, `coverage@K`,
+//!   `avg_pop@K`; `<metric>_ci` = `[lo, hi]` for every example-averaged
+//!   metric; `breakdown` = HR@10/NDCG@10 and counts by history length and by
+//!   target popularity, see [`crate::metrics`]. Sampled ranking writes its
+//!   rank metrics (hr, ndcg, mrr, precision) under `<split>_sampled`
+//!   (`test_sampled`), next to the full-ranking `test` when `ranking = "both"`,
+//!   so the report can show how much sampling inflates them.
+//! - `ranks.parquet`: per example `split`, `user`, `target`, `rank` (full
+//!   ranking, 1-based; null when not computed) and `sampled_rank` — what the
+//!   report's paired significance tests compare, user by user.
+//! - `training.json`: the model's per-epoch curve, copied when the model has
+//!   one, so the report can draw training curves from its `metrics` inputs.
 //!
 //! Histories are scored in batches, so users × items is never held at once;
 //! each example's top-K list is folded into the metrics as it is produced.
-//! See [`crate::metrics`] for the definitions and how ties are ranked. The
-//! scoring runs in the `seqpipe-torch` worker (see [`crate::torch_worker`]).
+//! See [`crate::metrics`] for the definitions and how ties are ranked, and
+//! [`crate::sampled`] for how negatives are drawn. The scoring runs in the
+//! `seqpipe-torch` worker (see [`crate::torch_worker`]).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +45,8 @@ pub struct Params {
     pub k: Vec<usize>,
     pub metrics: Vec<String>,
     pub ranking: String,
+    pub negatives: usize,
+    pub sampler: String,
     pub splits: Vec<String>,
     pub exclude_seen: bool,
     pub batch_size: usize,
@@ -45,6 +60,8 @@ impl Default for Params {
             k: vec![5, 10, 20],
             metrics: METRICS.map(String::from).to_vec(),
             ranking: "full".into(),
+            negatives: 100,
+            sampler: "uniform".into(),
             splits: vec!["valid".into(), "test".into()],
             exclude_seen: false,
             batch_size: 256,
@@ -57,7 +74,8 @@ impl Default for Params {
 pub struct Evaluate;
 
 /// 2: precision, coverage, popularity, confidence intervals, breakdowns.
-pub const VERSION: u32 = 2;
+/// 3: sampled ranking, ranks.parquet, training.json.
+pub const VERSION: u32 = 3;
 
 impl TypedStage for Evaluate {
     type Params = Params;
@@ -66,17 +84,19 @@ impl TypedStage for Evaluate {
         KindInfo {
             kind: "evaluate",
             version: VERSION,
-            summary: "Ranks the whole catalogue for every held-out example and reports HR, NDCG and MRR at each K.",
+            summary: "Ranks the whole catalogue (or sampled negatives) for every held-out example and reports HR, NDCG, MRR and more at each K.",
             inputs: vec![
                 Port { optional: false, name: "model", ty: "model", doc: "a model trained by `train`" },
                 Port { optional: false, name: "data", ty: "sequences", doc: "the split the model was trained on" },
             ],
             extra_inputs: None,
-            outputs: vec![Port { optional: false, name: "metrics", ty: "metrics", doc: "metrics.json: per split, hr@K, ndcg@K, mrr@K, mrr, …, their _ci, breakdown" }],
+            outputs: vec![Port { optional: false, name: "metrics", ty: "metrics", doc: "metrics.json (per split: hr@K, ndcg@K, mrr@K, mrr, …, their _ci, breakdown), ranks.parquet, training.json" }],
             params: vec![
                 ParamDoc { name: "k", doc: "cut-offs" },
                 ParamDoc { name: "metrics", doc: "any of hr, ndcg, mrr, precision, coverage, popularity" },
-                ParamDoc { name: "ranking", doc: "full (the only protocol so far)" },
+                ParamDoc { name: "ranking", doc: "full (whole catalogue), sampled (target vs `negatives` sampled items) or both" },
+                ParamDoc { name: "negatives", doc: "sampled negatives per example (sampled ranking)" },
+                ParamDoc { name: "sampler", doc: "uniform or popularity (sampled ranking)" },
                 ParamDoc { name: "splits", doc: "valid and/or test" },
                 ParamDoc { name: "exclude_seen", doc: "remove history items from the candidates" },
                 ParamDoc { name: "batch_size", doc: "histories scored at once" },
@@ -99,12 +119,40 @@ impl TypedStage for Evaluate {
 /// What `metrics` may list.
 pub const METRICS: [&str; 6] = ["hr", "ndcg", "mrr", "precision", "coverage", "popularity"];
 
+/// What `ranking` may be.
+pub const RANKINGS: [&str; 3] = ["full", "sampled", "both"];
+
+/// What `sampler` may be.
+pub const SAMPLERS: [&str; 2] = ["uniform", "popularity"];
+
+/// The rank metrics sampled ranking reports (the others describe top-K
+/// lists of the whole catalogue).
+pub const SAMPLED_METRICS: [&str; 4] = ["hr", "ndcg", "mrr", "precision"];
+
+impl Params {
+    pub fn full(&self) -> bool {
+        self.ranking != "sampled"
+    }
+
+    pub fn sampled(&self) -> bool {
+        self.ranking != "full"
+    }
+}
+
 /// Checks the params together (also run by the worker before it starts).
 pub fn check(p: &Params) -> anyhow::Result<()> {
     anyhow::ensure!(
-        p.ranking == "full",
-        "ranking: only \"full\" is supported so far, not {:?}",
-        p.ranking
+        RANKINGS.contains(&p.ranking.as_str()),
+        "ranking: unknown protocol {:?} ({})",
+        p.ranking,
+        RANKINGS.join(", ")
+    );
+    anyhow::ensure!(p.negatives > 0, "negatives: must be above 0");
+    anyhow::ensure!(
+        SAMPLERS.contains(&p.sampler.as_str()),
+        "sampler: unknown sampler {:?} ({})",
+        p.sampler,
+        SAMPLERS.join(", ")
     );
     anyhow::ensure!(
         !p.k.is_empty() && p.k.iter().all(|k| *k > 0),

@@ -22,7 +22,8 @@
 //! - [`report`]: a comparison table across evaluated models.
 //!
 //! Shared pieces: [`table`] (Parquet I/O), [`seqdata`] (the sequences
-//! artifact), [`metrics`]. Stages never touch the cache: they read their
+//! artifact), [`metrics`], [`sampled`] (sampled-ranking negatives),
+//! [`significance`] (paired tests between models). Stages never touch the cache: they read their
 //! input folders and write their output folders, and the engine does the
 //! rest.
 //!
@@ -41,8 +42,10 @@ pub mod load_text;
 pub mod metrics;
 pub mod profile;
 pub mod report;
+pub mod sampled;
 pub mod seqdata;
 pub mod sequences;
+pub mod significance;
 pub mod synth;
 pub mod table;
 pub mod torch_worker;

@@ -1,10 +1,16 @@
 //! The `report` stage on hand-written `metrics.json` files of fake models:
 //! report.md / summary.txt as before, and a self-contained, well-formed
-//! report.html with the table, confidence intervals, charts and breakdowns.
+//! report.html with the table, confidence intervals, charts and breakdowns;
+//! with evaluate's `ranks.parquet` and `training.json` beside them, paired
+//! significance tests, training curves and sampled against full ranking.
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, StringArray};
 use seqpipe_stages::report::{write_report, Params};
+use seqpipe_stages::table;
 use serde_json::json;
 
 fn breakdown(scale: f64) -> serde_json::Value {
@@ -113,7 +119,7 @@ fn report_html_is_self_contained_and_complete() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let p = Params::default();
-    write_report(&p, &inputs, &out).unwrap();
+    write_report(&p, &inputs, &out, 1).unwrap();
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| sasrec |") && md.contains("**"));
@@ -170,7 +176,7 @@ fn report_reads_old_metrics_without_intervals_and_takes_baseline_param() {
         baseline: "b<c".into(),
         ..Params::default()
     };
-    write_report(&p, &inputs, &out).unwrap();
+    write_report(&p, &inputs, &out, 1).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_balanced(&html);
     assert!(html.contains("<td>b&lt;c</td>") && !html.contains("<td>b<c</td>"));
@@ -183,10 +189,130 @@ fn report_reads_old_metrics_without_intervals_and_takes_baseline_param() {
         baseline: "nope".into(),
         ..Params::default()
     };
-    assert!(write_report(&bad, &inputs, &out).is_err());
+    assert!(write_report(&bad, &inputs, &out, 1).is_err());
     let wrong_split = Params {
         split: "train".into(),
         ..Params::default()
     };
-    assert!(write_report(&wrong_split, &inputs, &out).is_err());
+    assert!(write_report(&wrong_split, &inputs, &out, 1).is_err());
+}
+
+/// evaluate's ranks.parquet: `test` ranks per user, full (`rank`) and
+/// sampled.
+fn write_ranks(dir: &Path, ranks: &[(i64, i64, i64)]) {
+    let n = ranks.len();
+    table::write(
+        &dir.join("ranks.parquet"),
+        &table::batch(vec![
+            ("split", Arc::new(StringArray::from(vec!["test"; n]))),
+            (
+                "user",
+                Arc::new(Int64Array::from_iter_values(ranks.iter().map(|r| r.0))),
+            ),
+            ("target", Arc::new(Int64Array::from(vec![7; n]))),
+            (
+                "rank",
+                Arc::new(Int64Array::from_iter_values(ranks.iter().map(|r| r.1))),
+            ),
+            (
+                "sampled_rank",
+                Arc::new(Int64Array::from_iter_values(ranks.iter().map(|r| r.2))),
+            ),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+/// Adds a `test_sampled` split (values × 3) to a metrics.json.
+fn add_sampled(dir: &Path) {
+    let path = dir.join("metrics.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut sampled = v["test"].clone();
+    for (_, x) in sampled.as_object_mut().unwrap().iter_mut() {
+        if let Some(f) = x.as_f64() {
+            *x = json!(f * 3.0);
+        }
+    }
+    v["test_sampled"] = sampled;
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn report_tests_significance_draws_training_curves_and_compares_sampled_ranking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pop = write_metrics(tmp.path(), "pop", 1.0, true);
+    let sasrec = write_metrics(tmp.path(), "sasrec", 4.0, true);
+    let markov = write_metrics(tmp.path(), "markov", 1.1, true);
+    // 40 users: sasrec ranks every target first, pop 50th, markov like pop
+    // but first on one user.
+    write_ranks(&pop, &(1..=40).map(|u| (u, 50, 5)).collect::<Vec<_>>());
+    write_ranks(&sasrec, &(1..=40).map(|u| (u, 1, 1)).collect::<Vec<_>>());
+    write_ranks(
+        &markov,
+        &(1..=40)
+            .map(|u| (u, if u == 1 { 1 } else { 50 }, 5))
+            .collect::<Vec<_>>(),
+    );
+    let curve = json!({"epochs": [
+        {"epoch": 1, "train_loss": 6.5}, {"epoch": 2, "train_loss": 5.0}, {"epoch": 3, "train_loss": 4.2}
+    ]});
+    std::fs::write(sasrec.join("training.json"), curve.to_string()).unwrap();
+    for d in [&pop, &sasrec, &markov] {
+        add_sampled(d);
+    }
+    let inputs = vec![
+        ("pop".to_string(), pop),
+        ("sasrec".to_string(), sasrec),
+        ("markov".to_string(), markov),
+    ];
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let p = Params {
+        permutations: 999,
+        ..Params::default()
+    };
+    write_report(&p, &inputs, &out, 3).unwrap();
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // sasrec gains 1 NDCG@10 on each of 40 users: only the observed sign
+    // assignment reaches the mean, p = 1 / 1000.
+    assert!(
+        md.contains("- sasrec: Δ +1.0000 over 40 examples, p = 0.0010 *"),
+        "{md}"
+    );
+    // markov gains on one user only: half the flips reach it.
+    let markov_line = md.lines().find(|l| l.starts_with("- markov")).unwrap();
+    assert!(!markov_line.ends_with('*'), "{markov_line}");
+    assert!(
+        !md.contains("- pop:"),
+        "no test of the baseline against itself"
+    );
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_balanced(&html);
+    assert!(!html.contains("http"));
+    assert!(html.contains("Significance against pop") && html.contains("<b>0.0010</b>"));
+    assert!(html.contains("Training curves") && html.contains("train_loss per epoch"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        3,
+        "bars, metric vs K, one curve"
+    );
+    assert!(html.contains("Sampled against full ranking"));
+    assert!(html.contains("<td>3.00</td>"), "sampled is 3× full here");
+
+    // the sampled split is a table of its own
+    let sampled = Params {
+        split: "test_sampled".into(),
+        permutations: 99,
+        ..Params::default()
+    };
+    write_report(&sampled, &inputs, &out, 3).unwrap();
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("# Model comparison (test_sampled split, sampled ranking)"),
+        "{md}"
+    );
+    assert!(md.contains("- sasrec: Δ"), "sampled ranks are tested too");
 }

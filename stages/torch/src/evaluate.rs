@@ -1,13 +1,19 @@
 //! The `evaluate` kind's implementation (declared in
 //! `seqpipe_stages::evaluate`): scores histories in batches with the trained
-//! model and ranks each held-out target against the whole catalogue. Each
-//! example's top-K list is folded into a [`metrics::Accumulator`] as soon as
-//! its batch is scored, so no users × items matrix is ever held.
+//! model and ranks each held-out target against the whole catalogue and/or
+//! sampled negatives. Each example's top-K list is folded into a
+//! [`metrics::Accumulator`] as soon as its batch is scored, so no
+//! users × items matrix is ever held.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, StringArray};
 use seqpipe::stage::{KindInfo, StageContext, TypedStage};
-use seqpipe_stages::evaluate::{check, Evaluate, Params};
-use seqpipe_stages::metrics;
+use seqpipe_stages::evaluate::{check, Evaluate, Params, SAMPLED_METRICS};
+use seqpipe_stages::sampled::{self, Sampler};
 use seqpipe_stages::seqdata::{Example, SequenceData};
+use seqpipe_stages::{metrics, table};
 
 use crate::models::Scorer;
 
@@ -54,61 +60,190 @@ impl TypedStage for EvaluateImpl {
             seed: ctx.seed,
             long_tail: p.long_tail,
         };
+        let sampled_options = metrics::Options {
+            metrics: p
+                .metrics
+                .iter()
+                .filter(|m| SAMPLED_METRICS.contains(&m.as_str()))
+                .cloned()
+                .collect(),
+            ..options.clone()
+        };
+        let sampler = if p.sampled() {
+            Some(Sampler::new(&p.sampler, &popularity)?)
+        } else {
+            None
+        };
         let mut out = serde_json::Map::new();
         out.insert("model".into(), config["model"].clone());
         out.insert("num_items".into(), data.meta.num_items.into());
+        let mut ranks = RankRows::default();
         for split in &p.splits {
-            let examples = if split == "valid" {
-                &data.valid
+            let (examples, split_index) = if split == "valid" {
+                (&data.valid, 0)
             } else {
-                &data.test
+                (&data.test, 1)
             };
             let bar = ctx.progress.bar(ctx.stage, split, examples.len() as u64);
-            let mut acc = metrics::Accumulator::new(&p.k, popularity.clone());
-            rank_all(scorer.as_ref(), examples, &p, &mut acc, &|n| {
-                bar.inc(n as u64)
-            })?;
+            let mut full = metrics::Accumulator::new(&p.k, popularity.clone());
+            let mut sampled_acc = metrics::Accumulator::new(&p.k, popularity.clone());
+            let protocol = Protocol {
+                params: &p,
+                sampler: sampler.as_ref(),
+                seed: ctx.seed,
+                split: split_index,
+                num_items,
+            };
+            let split_ranks = rank_all(
+                scorer.as_ref(),
+                examples,
+                &protocol,
+                &mut full,
+                &mut sampled_acc,
+                &|n| bar.inc(n as u64),
+            )?;
             bar.finish_and_clear();
-            out.insert(split.clone(), acc.finish(&options).into());
+            if p.full() {
+                out.insert(split.clone(), full.finish(&options).into());
+            }
+            if p.sampled() {
+                out.insert(
+                    format!("{split}_sampled"),
+                    sampled_acc.finish(&sampled_options).into(),
+                );
+            }
+            ranks.extend(split, examples, &split_ranks);
         }
-        std::fs::write(
-            ctx.output("metrics")?.join("metrics.json"),
-            serde_json::to_vec_pretty(&out)?,
-        )?;
+        let dir = ctx.output("metrics")?;
+        std::fs::write(dir.join("metrics.json"), serde_json::to_vec_pretty(&out)?)?;
+        ranks.write(&dir.join("ranks.parquet"))?;
+        let curve = model_dir.join("training.json");
+        if curve.exists() {
+            std::fs::copy(&curve, dir.join("training.json"))?;
+        }
         Ok(())
     }
 }
 
-/// Ranks each example's target and takes its top-K list (K = the largest
-/// cut-off), scoring `batch_size` histories at once, and pushes both into
-/// `acc`; returns the ranks.
+/// How one split is ranked.
+pub struct Protocol<'a> {
+    pub params: &'a Params,
+    /// Set when sampled ranking is asked for.
+    pub sampler: Option<&'a Sampler>,
+    pub seed: u64,
+    /// 0 = valid, 1 = test: part of each example's sampling stream.
+    pub split: u64,
+    pub num_items: usize,
+}
+
+/// One example's ranks: full ranking and sampled, each when computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranks {
+    pub full: Option<usize>,
+    pub sampled: Option<usize>,
+}
+
+/// The rows of `ranks.parquet`.
+#[derive(Default)]
+struct RankRows {
+    split: Vec<String>,
+    user: Vec<i64>,
+    target: Vec<i64>,
+    full: Vec<Option<i64>>,
+    sampled: Vec<Option<i64>>,
+}
+
+impl RankRows {
+    fn extend(&mut self, split: &str, examples: &[Example], ranks: &[Ranks]) {
+        for (e, r) in examples.iter().zip(ranks) {
+            self.split.push(split.to_string());
+            self.user.push(e.user);
+            self.target.push(e.target);
+            self.full.push(r.full.map(|x| x as i64));
+            self.sampled.push(r.sampled.map(|x| x as i64));
+        }
+    }
+
+    fn write(self, path: &Path) -> anyhow::Result<()> {
+        table::write(
+            path,
+            &table::batch(vec![
+                ("split", Arc::new(StringArray::from(self.split))),
+                ("user", Arc::new(Int64Array::from(self.user))),
+                ("target", Arc::new(Int64Array::from(self.target))),
+                ("rank", Arc::new(Int64Array::from(self.full))),
+                ("sampled_rank", Arc::new(Int64Array::from(self.sampled))),
+            ])?,
+        )
+    }
+}
+
+/// Ranks each example's target — against the whole catalogue (its top-K
+/// list, K = the largest cut-off, goes into `full`) and/or against sampled
+/// negatives (into `sampled`) — scoring `batch_size` histories at once;
+/// returns the ranks.
 pub fn rank_all(
     scorer: &dyn Scorer,
     examples: &[Example],
-    p: &Params,
-    acc: &mut metrics::Accumulator,
+    protocol: &Protocol<'_>,
+    full: &mut metrics::Accumulator,
+    sampled: &mut metrics::Accumulator,
     progress: &dyn Fn(usize),
-) -> anyhow::Result<Vec<usize>> {
+) -> anyhow::Result<Vec<Ranks>> {
+    let p = protocol.params;
     let mut ranks = Vec::with_capacity(examples.len());
-    let max_k = acc.max_k();
-    for chunk in examples.chunks(p.batch_size) {
+    let max_k = full.max_k();
+    for (c, chunk) in examples.chunks(p.batch_size).enumerate() {
         let histories: Vec<Vec<i64>> = chunk.iter().map(|e| e.history.clone()).collect();
         let scores = scorer.score(&histories)?;
-        for (e, row) in chunk.iter().zip(&scores) {
-            let exclude: Vec<usize> = if p.exclude_seen {
-                let mut seen: Vec<usize> = e.history.iter().map(|i| *i as usize).collect();
-                seen.sort();
-                seen.dedup();
-                seen
+        for (i, (e, row)) in chunk.iter().zip(&scores).enumerate() {
+            let exclude = if p.exclude_seen {
+                seen_items(e)
             } else {
                 vec![]
             };
-            let rank = metrics::rank_of(row, e.target as usize, &exclude);
-            let top = metrics::top_k(row, max_k, &exclude);
-            acc.push(rank, &top, e.history.len(), e.target as usize);
-            ranks.push(rank);
+            let target = e.target as usize;
+            let mut r = Ranks {
+                full: None,
+                sampled: None,
+            };
+            if p.full() {
+                let rank = metrics::rank_of(row, target, &exclude);
+                full.push(
+                    rank,
+                    &metrics::top_k(row, max_k, &exclude),
+                    e.history.len(),
+                    target,
+                );
+                r.full = Some(rank);
+            }
+            if let Some(sampler) = protocol.sampler {
+                let index = (c * p.batch_size + i) as u64;
+                let mut rng = sampled::example_rng(protocol.seed, protocol.split, index);
+                let negatives = sampled::negatives(
+                    &mut rng,
+                    sampler,
+                    protocol.num_items,
+                    target,
+                    &exclude,
+                    p.negatives,
+                );
+                let rank = sampled::rank_among(row, target, &negatives);
+                sampled.push(rank, &[], e.history.len(), target);
+                r.sampled = Some(rank);
+            }
+            ranks.push(r);
         }
         progress(chunk.len());
     }
     Ok(ranks)
+}
+
+/// The history's items, sorted and deduplicated (what `exclude_seen`
+/// removes from the candidates).
+fn seen_items(e: &Example) -> Vec<usize> {
+    let mut seen: Vec<usize> = e.history.iter().map(|i| *i as usize).collect();
+    seen.sort();
+    seen.dedup();
+    seen
 }
