@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::Linear;
+use super::layers::{Gru, Linear, Padding};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -130,70 +130,6 @@ impl Gru4RecConfig {
     }
 }
 
-/// The stacked GRU: per layer `weight_ih` [3H, in], `weight_hh` [3H, H],
-/// `bias_ih` [3H], `bias_hh` [3H] (PyTorch's layout and gate order r, z, n),
-/// initialised like PyTorch's `nn.GRU`: uniform in ±1/sqrt(H).
-struct Gru {
-    /// Flat in the order `Tensor::gru` expects: layer by layer, w_ih, w_hh,
-    /// b_ih, b_hh.
-    weights: Vec<Tensor>,
-    layers: i64,
-    hidden: i64,
-    dropout: f64,
-}
-
-impl Gru {
-    fn new(p: nn::Path, cfg: &Gru4RecConfig, random: bool) -> Gru {
-        let h = cfg.hidden_size();
-        let bound = 1.0 / (h as f64).sqrt();
-        let init = if random {
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            }
-        } else {
-            Init::Const(0.0)
-        };
-        let mut weights = Vec::with_capacity(4 * cfg.layers as usize);
-        for k in 0..cfg.layers {
-            let in_dim = if k == 0 { cfg.dim } else { h };
-            weights.push(param(
-                &p,
-                &format!("weight_ih_l{k}"),
-                &[3 * h, in_dim],
-                init,
-            ));
-            weights.push(param(&p, &format!("weight_hh_l{k}"), &[3 * h, h], init));
-            weights.push(param(&p, &format!("bias_ih_l{k}"), &[3 * h], init));
-            weights.push(param(&p, &format!("bias_hh_l{k}"), &[3 * h], init));
-        }
-        Gru {
-            weights,
-            layers: cfg.layers,
-            hidden: h,
-            dropout: cfg.dropout,
-        }
-    }
-
-    /// `xs`: [B, L, in], RIGHT-padded (the GRU starts every row from a zero
-    /// state at column 0). Returns the last layer's states [B, L, H].
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let b = xs.size()[0];
-        let h0 = Tensor::zeros([self.layers, b, self.hidden], (xs.kind(), xs.device()));
-        let (out, _h) = xs.gru(
-            &h0,
-            &self.weights,
-            true,
-            self.layers,
-            self.dropout,
-            train,
-            false,
-            true,
-        );
-        out
-    }
-}
-
 /// The GRU4Rec model. Variables (names as in the var store): `item_emb`
 /// [num_items+1, dim], `gru.{weight_ih,weight_hh,bias_ih,bias_hh}_l{k}`, and,
 /// when `hidden != dim`, `out.weight` [num_items, hidden] and `out.bias`
@@ -241,7 +177,14 @@ impl Gru4Rec {
                 stdev: 1.0,
             }),
         );
-        let gru = Gru::new(p / "gru", cfg, random);
+        let gru = Gru::new(
+            p / "gru",
+            cfg.dim,
+            cfg.hidden_size(),
+            cfg.layers,
+            cfg.dropout,
+            random,
+        );
         let out =
             (!cfg.tied()).then(|| Linear::new(p / "out", cfg.hidden_size(), cfg.num_items, random));
         Gru4Rec {
@@ -267,22 +210,15 @@ impl Gru4Rec {
     /// real items at positions `<= t`; padded positions come out as zeros.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (b, l) = seqs.size2().expect("seqs must be [B, L]");
+        let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
             "sequence length {l} exceeds max_len {}",
             self.cfg.max_len
         );
-        let device = self.device();
-        let seqs = seqs.to_device(device);
-        // Real positions [B, L], real items per row [B, 1], columns [1, L].
-        let valid = seqs.gt(0);
-        let real = valid.sum_dim_intlist(1, true, Kind::Int64);
-        let cols = Tensor::arange(l, (Kind::Int64, device)).unsqueeze(0);
-        // Rotate each row left by its padding: right-padded ids, where
-        // column i holds the row's i-th real item.
-        let to_right = (&cols + (l - &real)).remainder(l); // [B, L]
-        let ids = seqs.gather(1, &to_right, false);
+        let seqs = seqs.to_device(self.device());
+        let padding = Padding::of(&seqs);
+        let ids = padding.right_ids(&seqs);
         let xs = Tensor::embedding(&self.item_emb, &ids, 0, false, false)
             .dropout(self.cfg.dropout, train);
         // Last layer's states [B, L, H], right-padded.
@@ -290,14 +226,7 @@ impl Gru4Rec {
             .gru
             .forward_t(&xs, train)
             .dropout(self.cfg.dropout, train);
-        // Rotate back: left-padded column j reads right-padded column
-        // (j + real) mod L, which is j - padding for real positions.
-        let to_left = (&cols + &real)
-            .remainder(l)
-            .unsqueeze(-1)
-            .expand([b, l, self.cfg.hidden_size()], false);
-        let keep = valid.unsqueeze(-1).to_kind(hs.kind());
-        hs.gather(1, &to_left, false) * keep
+        padding.left(&hs)
     }
 
     /// Scores of items `1..=num_items` for hidden states [..., hidden]:

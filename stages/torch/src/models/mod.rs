@@ -13,6 +13,8 @@
 //! - [`sasrec`]: self-attentive sequential recommendation (Kang & McAuley 2018).
 //! - [`gru4rec`]: session-based recommendation with a GRU (Hidasi et al. 2016).
 //! - [`bert4rec`]: bidirectional transformer trained on a cloze task (Sun et al. 2019).
+//! - [`gsrec`]: causal self-attention feeding a GRU (the SASRec→GRU
+//!   hybrid).
 //! - [`caser`]: horizontal and vertical convolutions over the last `L` item
 //!   embeddings (Tang & Wang 2018).
 //!
@@ -23,6 +25,7 @@
 pub mod bert4rec;
 pub mod caser;
 pub mod gru4rec;
+pub mod gsrec;
 pub mod itemknn;
 mod layers;
 pub mod markov;
@@ -72,6 +75,9 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> 
             dir, device,
         )?)),
         "caser" => Ok(Box::new(SeqScorer::<caser::CaserConfig>::load(
+            dir, device,
+        )?)),
+        "gsrec" => Ok(Box::new(SeqScorer::<gsrec::GsRecConfig>::load(
             dir, device,
         )?)),
         other => anyhow::bail!("{}: unknown model `{other}`", path.display()),

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{LayerNorm, Linear};
+use super::layers::{AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -115,6 +115,16 @@ impl SasRecConfig {
         }
     }
 
+    /// The shape of its transformer blocks.
+    pub(crate) fn block_shape(&self) -> BlockShape {
+        BlockShape {
+            dim: self.dim,
+            heads: self.heads,
+            dropout: self.dropout,
+            pre_norm: self.pre_norm,
+        }
+    }
+
     /// Checks that the hyper-parameters are usable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.num_items >= 1, "num_items must be >= 1");
@@ -134,106 +144,6 @@ impl SasRecConfig {
             "dropout must be in [0, 1)"
         );
         Ok(())
-    }
-}
-
-/// Multi-head causal self-attention with its residual connection and norm.
-struct AttentionBlock {
-    norm: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: i64,
-    dropout: f64,
-    pre_norm: bool,
-}
-
-impl AttentionBlock {
-    fn new(p: nn::Path, cfg: &SasRecConfig, random: bool) -> Self {
-        AttentionBlock {
-            norm: LayerNorm::new(&p / "norm", cfg.dim),
-            q: Linear::new(&p / "q", cfg.dim, cfg.dim, random),
-            k: Linear::new(&p / "k", cfg.dim, cfg.dim, random),
-            v: Linear::new(&p / "v", cfg.dim, cfg.dim, random),
-            out: Linear::new(&p / "out", cfg.dim, cfg.dim, random),
-            heads: cfg.heads,
-            dropout: cfg.dropout,
-            pre_norm: cfg.pre_norm,
-        }
-    }
-
-    /// `xs`: [B, L, D]; `mask`: bool [B, 1, L, L], true = may attend.
-    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let (b, l, d) = xs.size3().expect("attention input must be [B, L, D]");
-        let h = if self.pre_norm {
-            self.norm.forward(xs)
-        } else {
-            xs.shallow_clone()
-        };
-        let split = |t: Tensor| t.view([b, l, self.heads, d / self.heads]).transpose(1, 2);
-        let q = split(self.q.forward(&h));
-        let k = split(self.k.forward(&h));
-        let v = split(self.v.forward(&h));
-        let attn_dropout = if train { self.dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(mask),
-            attn_dropout,
-            false,
-            None,
-            false,
-        );
-        let ctx = ctx.transpose(1, 2).contiguous().view([b, l, d]);
-        let ys = self.out.forward(&ctx).dropout(self.dropout, train);
-        if self.pre_norm {
-            xs + ys
-        } else {
-            self.norm.forward(&(xs + ys))
-        }
-    }
-}
-
-/// Position-wise feed-forward network with its residual connection and norm.
-struct FeedForwardBlock {
-    norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    dropout: f64,
-    pre_norm: bool,
-}
-
-impl FeedForwardBlock {
-    fn new(p: nn::Path, cfg: &SasRecConfig, random: bool) -> Self {
-        let hidden = cfg.ffn_hidden();
-        FeedForwardBlock {
-            norm: LayerNorm::new(&p / "norm", cfg.dim),
-            fc1: Linear::new(&p / "fc1", cfg.dim, hidden, random),
-            fc2: Linear::new(&p / "fc2", hidden, cfg.dim, random),
-            dropout: cfg.dropout,
-            pre_norm: cfg.pre_norm,
-        }
-    }
-
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let h = if self.pre_norm {
-            self.norm.forward(xs)
-        } else {
-            xs.shallow_clone()
-        };
-        let ys = self
-            .fc1
-            .forward(&h)
-            .gelu("none")
-            .dropout(self.dropout, train);
-        let ys = self.fc2.forward(&ys).dropout(self.dropout, train);
-        if self.pre_norm {
-            xs + ys
-        } else {
-            self.norm.forward(&(xs + ys))
-        }
     }
 }
 
@@ -286,12 +196,13 @@ impl SasRec {
         });
         let item_emb = param(p, "item_emb", &[cfg.num_items + 1, cfg.dim], emb_init);
         let pos_emb = param(p, "pos_emb", &[cfg.max_len, cfg.dim], emb_init);
+        let shape = cfg.block_shape();
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let bp = p / "blocks" / i;
                 Block {
-                    attn: AttentionBlock::new(&bp / "attn", cfg, random),
-                    ffn: FeedForwardBlock::new(&bp / "ffn", cfg, random),
+                    attn: AttentionBlock::new(&bp / "attn", &shape, random),
+                    ffn: FeedForwardBlock::new(&bp / "ffn", &shape, cfg.ffn_hidden(), random),
                 }
             })
             .collect();
