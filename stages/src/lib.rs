@@ -15,7 +15,8 @@
 //!   validation report.
 //! - [`profile`]: per-column types, nulls, distinct values, statistics and
 //!   top values of a table.
-//! - [`sequences`]: per-user sequences and a leave-one-out split.
+//! - [`sequences`]: per-user or per-session sequences and a leave-one-out,
+//!   temporal or ratio split (the latter two in [`splits`]).
 //! - [`train`]: pop, markov (order k), itemknn, SASRec, GRU4Rec, BERT4Rec
 //!   and Caser (on LibTorch, in the worker).
 //! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
@@ -46,6 +47,7 @@ pub mod sampled;
 pub mod seqdata;
 pub mod sequences;
 pub mod significance;
+pub mod splits;
 pub mod synth;
 pub mod table;
 pub mod torch_worker;

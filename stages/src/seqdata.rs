@@ -32,6 +32,9 @@ pub struct Meta {
     /// (so meta.json for default params is unchanged, and older files read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filtering: Option<Filtering>,
+    /// How a temporal or ratio split was made; absent for leave-one-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_detail: Option<crate::splits::SplitDetail>,
 }
 
 /// The `sequences` interaction-count filters and their effect.

@@ -1,11 +1,19 @@
-//! `sequences` — per-user chronological sequences with a leave-one-out split.
+//! `sequences` — per-user (or per-session) chronological sequences and a
+//! split: leave-one-out, temporal or ratio.
 //!
 //! Params (defaults): `min_len` (3) interactions a user needs to be kept
 //! (leave-one-out needs three: train, valid, test), `max_len` (50) most
 //! recent history items kept in the valid/test examples (0 = all),
 //! `user_column` ("user_id"), `item_column` ("item_id"), `time_column`
 //! ("timestamp"), `min_user_interactions` (0 = off),
-//! `min_item_interactions` (0 = off), `k_core` (false).
+//! `min_item_interactions` (0 = off), `k_core` (false), `split`
+//! ("leave_one_out" | "temporal" | "ratio"), `valid_share` (0.1) and
+//! `test_share` (0.2) for the temporal and ratio splits, `session_gap` (0 =
+//! off: the longest pause inside a session, in the time column's unit —
+//! 1800 for 30 minutes of unix seconds), `unit` ("user" | "session": what a
+//! sequence is; "session" needs `session_gap`), `targets` ("one" | "all":
+//! held-out examples per unit and period in the temporal and ratio splits,
+//! see [`crate::splits`]).
 //! Inputs: `events` (table: one Parquet file or more in the artifact; user
 //! and item ids int64, time int64 or float64 — what `synth` and
 //! `load.atomic` write).
@@ -26,6 +34,20 @@
 //!
 //! Events are ordered by (timestamp, original row) per user, so ties keep
 //! the log's order. Items are remapped to `1..=n` by ascending original id.
+//!
+//! Leave-one-out (the default) holds out each unit's last item for test
+//! and the one before for validation, and its vocabulary is every item of
+//! the kept units. The temporal and ratio splits ([`crate::splits`]) train
+//! on the training period only, so their vocabulary is the training items
+//! and held-out items never seen in training are removed (and counted in
+//! meta.json's `split_detail`, with the cut times). With `unit = "session"`
+//! each session is its own sequence and reported under its own id
+//! (`user` = the session's 1-based number in (user, start time) order),
+//! and histories never cross sessions — the session-based protocol. A
+//! float time column works for ordering but not for `session_gap` unless
+//! its values are whole numbers.
+//! The split params enter the key only when they differ from the
+//! defaults, so leave-one-out pipelines keep their keys and bytes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -34,6 +56,7 @@ use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStag
 use serde::{Deserialize, Serialize};
 
 use crate::seqdata::{Counts, Example, Filtering, Meta, SequenceData};
+use crate::splits::{self, SplitDetail, Unit};
 use crate::table;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +70,12 @@ pub struct Params {
     pub min_user_interactions: usize,
     pub min_item_interactions: usize,
     pub k_core: bool,
+    pub split: String,
+    pub valid_share: f64,
+    pub test_share: f64,
+    pub session_gap: i64,
+    pub unit: String,
+    pub targets: String,
 }
 
 impl Default for Params {
@@ -60,6 +89,12 @@ impl Default for Params {
             min_user_interactions: 0,
             min_item_interactions: 0,
             k_core: false,
+            split: "leave_one_out".into(),
+            valid_share: 0.1,
+            test_share: 0.2,
+            session_gap: 0,
+            unit: "user".into(),
+            targets: "one".into(),
         }
     }
 }
@@ -68,6 +103,11 @@ pub struct Sequences;
 
 pub const VERSION: u32 = 1;
 
+/// What `split`, `unit` and `targets` may be.
+pub const SPLITS: [&str; 3] = ["leave_one_out", "temporal", "ratio"];
+pub const UNITS: [&str; 2] = ["user", "session"];
+pub const TARGETS: [&str; 2] = ["one", "all"];
+
 impl TypedStage for Sequences {
     type Params = Params;
 
@@ -75,7 +115,7 @@ impl TypedStage for Sequences {
         KindInfo {
             kind: "sequences",
             version: VERSION,
-            summary: "Builds per-user chronological item sequences and a leave-one-out train/valid/test split.",
+            summary: "Builds per-user or per-session chronological item sequences and a leave-one-out, temporal or ratio train/valid/test split.",
             inputs: vec![Port { optional: false, name: "events", ty: "table", doc: "interactions with user, item and time columns" }],
             extra_inputs: None,
             outputs: vec![Port { optional: false, name: "data", ty: "sequences", doc: "train/valid/test Parquet files, vocab and meta.json" }],
@@ -88,6 +128,12 @@ impl TypedStage for Sequences {
                 ParamDoc { name: "min_user_interactions", doc: "drop rows of users with fewer interactions, before the split (0 = off)" },
                 ParamDoc { name: "min_item_interactions", doc: "drop rows of items with fewer interactions, before the split (0 = off)" },
                 ParamDoc { name: "k_core", doc: "repeat both filters (with min_len) until every user and item meets them" },
+                ParamDoc { name: "split", doc: "leave_one_out, temporal (global time cuts) or ratio (per unit)" },
+                ParamDoc { name: "valid_share", doc: "share of events validating (temporal, ratio)" },
+                ParamDoc { name: "test_share", doc: "share of events testing (temporal, ratio)" },
+                ParamDoc { name: "session_gap", doc: "longest pause inside a session, in time-column units (0 = no sessions)" },
+                ParamDoc { name: "unit", doc: "user or session: what one sequence is" },
+                ParamDoc { name: "targets", doc: "one or all held-out examples per unit and period (temporal, ratio)" },
             ],
             resource: Resource::Cpu,
         }
@@ -108,13 +154,55 @@ impl TypedStage for Sequences {
             if !p.k_core {
                 map.remove("k_core");
             }
+            let defaults = Params::default();
+            if p.split == defaults.split {
+                // shares and targets mean nothing to leave-one-out
+                map.remove("split");
+                map.remove("valid_share");
+                map.remove("test_share");
+                map.remove("targets");
+            }
+            if p.session_gap == 0 {
+                map.remove("session_gap");
+            }
+            if p.unit == defaults.unit {
+                map.remove("unit");
+            }
         }
         value
     }
 
     fn validate(&self, p: &Params) -> Result<(), String> {
-        if p.min_len < 3 {
+        if p.min_len < 3 && p.split == "leave_one_out" {
             return Err("min_len: must be at least 3 for a leave-one-out split".into());
+        }
+        for (key, value, allowed) in [
+            ("split", &p.split, &SPLITS[..]),
+            ("unit", &p.unit, &UNITS[..]),
+            ("targets", &p.targets, &TARGETS[..]),
+        ] {
+            if !allowed.contains(&value.as_str()) {
+                return Err(format!(
+                    "{key}: {value:?} is not one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        if p.split != "leave_one_out" {
+            let share = |x: f64| x > 0.0 && x < 1.0;
+            if !share(p.valid_share) || !share(p.test_share) || p.valid_share + p.test_share >= 1.0
+            {
+                return Err(format!(
+                    "valid_share: valid_share ({}) and test_share ({}) must be in (0, 1) and leave a training share",
+                    p.valid_share, p.test_share
+                ));
+            }
+        }
+        if p.session_gap < 0 {
+            return Err("session_gap: must be 0 (off) or positive".into());
+        }
+        if p.unit == "session" && p.session_gap == 0 {
+            return Err("unit: \"session\" needs session_gap above 0 (e.g. 1800 for 30 minutes of unix seconds)".into());
         }
         if p.k_core && p.min_user_interactions == 0 && p.min_item_interactions == 0 {
             return Err(
@@ -125,10 +213,8 @@ impl TypedStage for Sequences {
     }
 
     fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            p.min_len >= 3,
-            "params.min_len must be at least 3 for a leave-one-out split"
-        );
+        self.validate(&p)
+            .map_err(|e| anyhow::anyhow!("params.{e}"))?;
         let events = read_events(ctx.input("events")?, &p)?;
         let data = build(&events, &p)?;
         if let Some(f) = &data.0.meta.filtering {
@@ -162,7 +248,13 @@ fn read_events(dir: &std::path::Path, p: &Params) -> anyhow::Result<Vec<(i64, i6
         let batch = table::read(&file)?;
         let users = table::int64(&batch, &p.user_column, &file)?;
         let items = table::int64(&batch, &p.item_column, &file)?;
-        let times = time_keys(&batch, &p.time_column, &file)?;
+        let (times, exact) = time_keys(&batch, &p.time_column, &file)?;
+        anyhow::ensure!(
+            exact || p.session_gap == 0,
+            "{}: session_gap needs times that are whole numbers, but `{}` holds fractions",
+            file.display(),
+            p.time_column
+        );
         anyhow::ensure!(
             users.null_count() + items.null_count() == 0 && times.len() == batch.num_rows(),
             "{}: user, item and time columns must have no missing values",
@@ -182,14 +274,17 @@ fn read_events(dir: &std::path::Path, p: &Params) -> anyhow::Result<Vec<(i64, i6
 
 use arrow::array::Array;
 
-/// The time column as int64 sort keys: int64 as is, float64 (RecBole's
-/// `timestamp:float`) mapped to integers in the same order. Returns fewer
-/// keys than rows when a value is missing.
+/// The time column as int64 keys: int64 as is, float64 (RecBole's
+/// `timestamp:float`) cast when every value is a whole number (so time
+/// differences, e.g. for sessions, keep their meaning), else mapped to
+/// integers in the same order. The flag says whether the keys are times
+/// (true) or only an order. Returns fewer keys than rows when a value is
+/// missing.
 fn time_keys(
     batch: &arrow::array::RecordBatch,
     name: &str,
     file: &std::path::Path,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<(Vec<i64>, bool)> {
     if let Some(floats) = batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<arrow::array::Float64Array>())
@@ -199,16 +294,23 @@ fn time_keys(
             "{}: time column `{name}` has missing or NaN values",
             file.display()
         );
-        // Time only orders events, so any order-preserving map will do; the
-        // same one for every file keeps multi-file tables consistent.
-        return Ok(floats
-            .values()
-            .iter()
-            .map(|&v| float_order_key(v))
-            .collect());
+        let whole = |v: f64| v.fract() == 0.0 && v.abs() < 9.0e15;
+        if floats.values().iter().all(|&v| whole(v)) {
+            return Ok((floats.values().iter().map(|&v| v as i64).collect(), true));
+        }
+        // Time only orders events here, so any order-preserving map will
+        // do; the same one for every file keeps multi-file tables consistent.
+        return Ok((
+            floats
+                .values()
+                .iter()
+                .map(|&v| float_order_key(v))
+                .collect(),
+            false,
+        ));
     }
     let ints = table::int64(batch, name, file)?;
-    Ok(ints.iter().flatten().collect())
+    Ok((ints.iter().flatten().collect(), true))
 }
 
 /// An i64 that sorts like the float (the same trick as `f64::total_cmp`).
@@ -227,77 +329,187 @@ pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(Sequence
     } else {
         (events, None)
     };
+    let units = units(events, p);
+    let (mut data, vocab) = if p.split == "leave_one_out" {
+        leave_one_out(units, p)?
+    } else {
+        held_out(&units, p)?
+    };
+    if let Some(f) = &mut filtering {
+        f.after = Counts {
+            rows: data.meta.interactions,
+            users: data.train.len() as u64,
+            items: vocab.len() as u64,
+        };
+    }
+    data.meta.filtering = filtering;
+    Ok((data, vocab))
+}
+
+/// The timelines a sequence is made from: each user's events in (time, log
+/// row) order, or those cut into sessions by `session_gap` when `unit` is
+/// "session" (numbered from 1 in (user, start) order).
+fn units(events: &[Event], p: &Params) -> Vec<Unit> {
     let mut per_user: BTreeMap<i64, Vec<(i64, usize, i64)>> = BTreeMap::new();
     for (row, &(user, item, time)) in events.iter().enumerate() {
         per_user.entry(user).or_default().push((time, row, item));
     }
-    per_user.retain(|_, seq| seq.len() >= p.min_len);
+    let mut units = Vec::with_capacity(per_user.len());
+    for (user, mut seq) in per_user {
+        seq.sort();
+        let timeline: Vec<(i64, i64)> = seq.iter().map(|&(t, _, item)| (t, item)).collect();
+        if p.unit == "session" {
+            for session in splits::sessions(&timeline, p.session_gap) {
+                units.push(Unit {
+                    id: units.len() as i64 + 1,
+                    events: session,
+                });
+            }
+        } else {
+            units.push(Unit {
+                id: user,
+                events: timeline,
+            });
+        }
+    }
+    units
+}
+
+/// Leave-one-out: each unit's last item tests, the one before validates.
+fn leave_one_out(mut units: Vec<Unit>, p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>)> {
+    units.retain(|u| u.events.len() >= p.min_len);
     anyhow::ensure!(
-        !per_user.is_empty(),
-        "no user has {} or more interactions",
+        !units.is_empty(),
+        "no {} has {} or more interactions",
+        p.unit,
         p.min_len
     );
-    let vocab: Vec<i64> = per_user
-        .values()
-        .flatten()
-        .map(|(_, _, item)| *item)
+    let vocab: Vec<i64> = units
+        .iter()
+        .flat_map(|u| u.events.iter().map(|e| e.1))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let index: BTreeMap<i64, i64> = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (*id, i as i64 + 1))
-        .collect();
-    let truncate = |h: &[i64]| -> Vec<i64> {
-        if p.max_len > 0 && h.len() > p.max_len {
-            h[h.len() - p.max_len..].to_vec()
-        } else {
-            h.to_vec()
-        }
-    };
+    let index = index_of(&vocab);
     let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
     let mut interactions = 0u64;
-    for (user, mut seq) in per_user {
-        seq.sort();
-        let items: Vec<i64> = seq.iter().map(|(_, _, item)| index[item]).collect();
+    for u in units {
+        let items: Vec<i64> = u.events.iter().map(|(_, item)| index[item]).collect();
         interactions += items.len() as u64;
         let n = items.len();
-        train.push((user, items[..n - 2].to_vec()));
+        train.push((u.id, items[..n - 2].to_vec()));
         valid.push(Example {
-            user,
-            history: truncate(&items[..n - 2]),
+            user: u.id,
+            history: truncate(&items[..n - 2], p.max_len),
             target: items[n - 2],
         });
         test.push(Example {
-            user,
-            history: truncate(&items[..n - 1]),
+            user: u.id,
+            history: truncate(&items[..n - 1], p.max_len),
             target: items[n - 1],
         });
-    }
-    if let Some(f) = &mut filtering {
-        f.after = Counts {
-            rows: interactions,
-            users: train.len() as u64,
-            items: vocab.len() as u64,
-        };
     }
     let meta = Meta {
         num_items: vocab.len() as i64,
         num_users: train.len() as i64,
         split: "leave_one_out".into(),
         interactions,
-        filtering,
+        filtering: None,
+        split_detail: None,
     };
-    Ok((
-        SequenceData {
-            meta,
-            train,
-            valid,
-            test,
-        },
-        vocab,
-    ))
+    let data = SequenceData {
+        meta,
+        train,
+        valid,
+        test,
+    };
+    Ok((data, vocab))
+}
+
+/// The temporal and ratio splits (see [`crate::splits`]).
+fn held_out(units: &[Unit], p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>)> {
+    let all = p.targets == "all";
+    let raw = if p.split == "temporal" {
+        splits::temporal(units, p.valid_share, p.test_share, p.unit == "session", all)
+    } else {
+        splits::ratio(units, p.valid_share, p.test_share, all)
+    };
+    let vocab = splits::training_vocabulary(&raw);
+    anyhow::ensure!(
+        !vocab.is_empty(),
+        "the {} split left no {} with two or more training events",
+        p.split,
+        p.unit
+    );
+    let index = index_of(&vocab);
+    let mut detail = SplitDetail {
+        unit: p.unit.clone(),
+        units: units.len() as u64,
+        dropped_units: raw.dropped_units,
+        targets: p.targets.clone(),
+        valid_from: raw.cuts.map(|c| c.0),
+        test_from: raw.cuts.map(|c| c.1),
+        ..SplitDetail::default()
+    };
+    let mut examples = |held: &[splits::RawExample]| -> Vec<Example> {
+        held.iter()
+            .filter_map(|e| {
+                let (history, target) = splits::remap_example(e, &index, &mut detail)?;
+                Some(Example {
+                    user: e.unit,
+                    history: truncate(&history, p.max_len),
+                    target,
+                })
+            })
+            .collect()
+    };
+    let (valid, test) = (examples(&raw.valid), examples(&raw.test));
+    let train: Vec<(i64, Vec<i64>)> = raw
+        .train
+        .iter()
+        .map(|(id, items)| (*id, items.iter().map(|i| index[i]).collect()))
+        .collect();
+    anyhow::ensure!(
+        !test.is_empty(),
+        "the {} split left no test example (test_share = {}); are the held-out items all unseen in training?",
+        p.split,
+        p.test_share
+    );
+    let interactions =
+        train.iter().map(|(_, s)| s.len() as u64).sum::<u64>() + (valid.len() + test.len()) as u64;
+    let meta = Meta {
+        num_items: vocab.len() as i64,
+        num_users: train.len() as i64,
+        split: p.split.clone(),
+        interactions,
+        filtering: None,
+        split_detail: Some(detail),
+    };
+    let data = SequenceData {
+        meta,
+        train,
+        valid,
+        test,
+    };
+    Ok((data, vocab))
+}
+
+/// Raw item id → 1-based index, in vocabulary order.
+fn index_of(vocab: &[i64]) -> BTreeMap<i64, i64> {
+    vocab
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i as i64 + 1))
+        .collect()
+}
+
+/// The last `max_len` items (all when `max_len` is 0).
+fn truncate(h: &[i64], max_len: usize) -> Vec<i64> {
+    if max_len > 0 && h.len() > max_len {
+        h[h.len() - max_len..].to_vec()
+    } else {
+        h.to_vec()
+    }
 }
 
 /// (user, item, time) — one interaction row.
@@ -418,5 +630,86 @@ mod tests {
         let (data, _) = build(&events, &p).unwrap();
         assert_eq!(data.test[0].history, [2, 3]);
         assert_eq!(data.test[0].target, 4);
+    }
+
+    #[test]
+    fn leave_one_out_keys_do_not_see_the_split_params() {
+        let keys = |p: &Params| -> Vec<String> {
+            let v = Sequences.canonical(p);
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let before_splits = [
+            "item_column",
+            "max_len",
+            "min_len",
+            "time_column",
+            "user_column",
+        ];
+        assert_eq!(keys(&Params::default()), before_splits);
+        let temporal = Params {
+            split: "temporal".into(),
+            ..Params::default()
+        };
+        let k = keys(&temporal);
+        for key in ["split", "valid_share", "test_share", "targets"] {
+            assert!(k.contains(&key.to_string()), "{key} in {k:?}");
+        }
+        let sessions = Params {
+            session_gap: 1800,
+            unit: "session".into(),
+            ..Params::default()
+        };
+        let k = keys(&sessions);
+        assert!(k.contains(&"session_gap".into()) && k.contains(&"unit".into()));
+    }
+
+    #[test]
+    fn session_units_with_leave_one_out_and_bad_params() {
+        // user 1: two sessions (gap 100 > 50) of 3 and 2 events; user 2: one of 3
+        let events = [
+            (1, 10, 0),
+            (1, 11, 10),
+            (1, 12, 20),
+            (1, 13, 120),
+            (1, 14, 130),
+            (2, 10, 5),
+            (2, 12, 6),
+            (2, 11, 7),
+        ];
+        let p = Params {
+            session_gap: 50,
+            unit: "session".into(),
+            ..Params::default()
+        };
+        let (data, vocab) = build(&events, &p).unwrap();
+        // sessions 1 (user 1, first), 3 (user 2); session 2 is too short
+        assert_eq!(data.test.iter().map(|e| e.user).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(
+            vocab,
+            [10, 11, 12],
+            "items of dropped sessions are not in it"
+        );
+        assert!(Sequences
+            .validate(&Params {
+                unit: "session".into(),
+                ..Params::default()
+            })
+            .is_err());
+        let err = Sequences
+            .validate(&Params {
+                split: "random".into(),
+                ..Params::default()
+            })
+            .unwrap_err();
+        assert!(err.starts_with("split:"), "{err}");
+        let err = Sequences
+            .validate(&Params {
+                split: "ratio".into(),
+                valid_share: 0.5,
+                test_share: 0.5,
+                ..Params::default()
+            })
+            .unwrap_err();
+        assert!(err.starts_with("valid_share:"), "{err}");
     }
 }
