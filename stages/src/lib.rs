@@ -15,6 +15,8 @@
 //!   validation report.
 //! - [`profile`]: per-column types, nulls, distinct values, statistics and
 //!   top values of a table.
+//! - [`graph_cooccurrence`] (`graph.cooccurrence`): co-purchase and
+//!   co-view item pairs, per and across domains, with counts and weights.
 //! - [`sequences`]: per-user or per-session sequences and a leave-one-out,
 //!   temporal or ratio split (the latter two in [`splits`]).
 //! - [`train`]: pop, markov (order k), itemknn, SASRec, GRU4Rec, BERT4Rec
@@ -36,6 +38,7 @@
 pub mod artifact_types;
 pub mod clean;
 pub mod evaluate;
+pub mod graph_cooccurrence;
 pub mod load_atomic;
 pub mod load_csv;
 pub mod load_parquet;
@@ -67,6 +70,7 @@ pub fn registry() -> Registry {
         .register(load_csv::LoadCsv)
         .register(clean::Clean)
         .register(profile::ProfileStage)
+        .register(graph_cooccurrence::GraphCooccurrence)
         .register(sequences::Sequences)
         .register(train::Train)
         .register(evaluate::Evaluate)
