@@ -34,6 +34,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +108,27 @@ pub struct Cache {
     latest: sled::Tree,
     runs: sled::Tree,
     _lock: File,
+    /// Keys a thread of this process is computing (see [`Cache::claim`]).
+    in_flight: Mutex<BTreeSet<String>>,
+    released: Condvar,
+}
+
+/// A stage key claimed for computing by this thread; released on drop.
+pub struct Claim<'a> {
+    cache: &'a Cache,
+    key: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut keys = self
+            .cache
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        keys.remove(&self.key);
+        self.cache.released.notify_all();
+    }
 }
 
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -173,7 +195,27 @@ impl Cache {
             db,
             root: root.to_path_buf(),
             _lock: lock,
+            in_flight: Mutex::new(BTreeSet::new()),
+            released: Condvar::new(),
         })
+    }
+
+    /// Claims stage key `key` for computing, waiting while another thread of
+    /// this process holds it. The file lock keeps other processes out of
+    /// the cache, but parallel sweep trials are threads of one process and
+    /// may share a stage (one trained model, two evaluations): the first to
+    /// claim computes it, the others wait and then find it cached instead
+    /// of computing it again into the same checkpoint folder.
+    pub fn claim(&self, key: &str) -> Claim<'_> {
+        let mut keys = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        while keys.contains(key) {
+            keys = self.released.wait(keys).unwrap_or_else(|e| e.into_inner());
+        }
+        keys.insert(key.to_string());
+        Claim {
+            cache: self,
+            key: key.to_string(),
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -134,6 +134,14 @@ struct SweepArgs {
     /// Stages to run at once within a trial (tensor stages one at a time).
     #[arg(short, long, default_value_t = 2)]
     jobs: usize,
+    /// Trials to run at once (after the first, which fills the shared data
+    /// stages). Each trial's tensor stages still run one at a time.
+    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    parallel: usize,
+    /// Devices to spread parallel trials over, one per trial slot in turn
+    /// (e.g. `cuda:0,cuda:1`: one tensor trial per GPU) [default: the spec's].
+    #[arg(long, value_delimiter = ',', value_name = "DEVICE,...")]
+    devices: Vec<String>,
     /// Folder for leaderboard.csv and leaderboard.md [default: <cache>/sweeps/<pipeline>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -236,6 +244,8 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                     ..RunOptions::default()
                 },
                 cache,
+                parallel: a.parallel.max(1),
+                devices: a.devices,
                 out: a.out,
                 quiet: a.quiet,
             };

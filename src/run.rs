@@ -433,6 +433,9 @@ fn run_one(
         Ok(report)
     };
 
+    // Held until the stage is recorded (or fails): a parallel sweep trial
+    // needing the same stage waits here, then finds it cached.
+    let _claim = shared.cache.claim(&key);
     let forced = shared.options.force.contains(&stage.name);
     let mut reason = if forced {
         Some(StaleReason::Forced)

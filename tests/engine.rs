@@ -429,3 +429,31 @@ fn only_runs_one_stage_against_a_cache_filled_elsewhere_and_force_reruns() {
         Some("forced with --force")
     );
 }
+
+/// Two threads of one process running the same stage at once on one cache
+/// (parallel sweep trials sharing a stage): one computes it, the other
+/// waits for it and finds it cached.
+#[test]
+fn concurrent_runs_in_one_process_compute_a_shared_stage_once() {
+    let spec =
+        "[pipeline]\nname = \"shared\"\n[stages.slow]\nkind = \"probe\"\nparams = { tag = 77 }\n";
+    let dir = setup(spec, "");
+    let registry = registry();
+    let plan = ops::load_plan(&dir.path().join("p.toml"), &[], &registry).unwrap();
+    let cache = Cache::open(&dir.path().join("cache"), true).unwrap();
+    let reports: Vec<RunReport> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    run::execute(&plan, &cache, &RunOptions::default(), &Progress::hidden())
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut outcomes: Vec<Outcome> = reports.iter().map(|r| r.stages[0].outcome).collect();
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(outcomes, [Outcome::Cached, Outcome::Ran]);
+    assert_eq!(reports[0].stages[0].outputs, reports[1].stages[0].outputs);
+}

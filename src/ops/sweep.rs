@@ -12,6 +12,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Mutex;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
@@ -33,6 +35,10 @@ pub struct SweepCommand {
     pub sets: Vec<String>,
     pub run: RunOptions,
     pub cache: CacheOptions,
+    /// Trials run at once (1 = one after another).
+    pub parallel: usize,
+    /// Devices handed to parallel trial slots in turn (empty: the spec's).
+    pub devices: Vec<String>,
     /// Where the leaderboard goes (default: `<cache>/sweeps/<pipeline>`).
     pub out: Option<PathBuf>,
     pub quiet: bool,
@@ -95,34 +101,71 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
     } else {
         Progress::new()
     };
-    let trials = sweep.trials();
-    let mut results: Vec<TrialResult> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut same_as: Vec<Option<usize>> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for trial in trials {
+    for trial in sweep.trials() {
         let overrides = trial_overrides(&base, &trial);
         let mut spec = spec::load(&cmd.spec, &overrides)?;
         spec.seed = base_seed + trial.repeat as u64;
         let plan = graph::resolve(spec, registry)?;
         let signature = signature(&plan);
-        if let Some(&first) = seen.get(&signature) {
-            let mut copy = results[first - 1].clone();
-            copy.trial = trial;
-            copy.same_as = Some(first);
-            results.push(copy);
-            continue;
+        match seen.get(&signature) {
+            Some(&first) => same_as.push(Some(first)),
+            None => {
+                seen.insert(signature, jobs.len());
+                same_as.push(None);
+            }
         }
-        seen.insert(signature, trial.id);
-        if !cmd.quiet {
-            eprintln!("seqpipe: sweep trial {} ({})", trial.id, describe(&trial));
-        }
-        let started_at = now_unix();
-        let report = run::execute(&plan, &cache, &cmd.run, &progress)?;
-        let run_id = format!("{started_at}-{}-trial{}", std::process::id(), trial.id);
-        let sets: Vec<String> = overrides.iter().map(|o| o.flag.clone()).collect();
-        save_manifest(
-            &cache, &plan, &cmd.spec, &sets, &report, registry, &run_id, started_at,
-        )?;
-        results.push(trial_result(trial, &plan, &report, &cache, &sweep));
+        jobs.push(Job {
+            trial,
+            overrides,
+            plan: Mutex::new(plan),
+        });
+    }
+    let unique: Vec<usize> = (0..jobs.len()).filter(|j| same_as[*j].is_none()).collect();
+    let ctx = TrialContext {
+        cmd,
+        registry,
+        cache: &cache,
+        progress: &progress,
+        sweep: &sweep,
+    };
+    let mut outcomes: BTreeMap<usize, anyhow::Result<TrialResult>> = BTreeMap::new();
+    if let Some((&first, rest)) = unique.split_first() {
+        outcomes.insert(first, ctx.run(&jobs[first], None));
+        let next = AtomicUsize::new(0);
+        let slots = cmd.parallel.max(1).min(rest.len().max(1));
+        let done = Mutex::new(&mut outcomes);
+        std::thread::scope(|scope| {
+            for slot in 0..slots {
+                let (jobs, ctx, next, done) = (&jobs, &ctx, &next, &done);
+                let device = (!cmd.devices.is_empty())
+                    .then(|| cmd.devices[slot % cmd.devices.len()].clone());
+                scope.spawn(move || loop {
+                    let Some(&j) = rest.get(next.fetch_add(1, AtomicOrdering::SeqCst)) else {
+                        break;
+                    };
+                    let result = ctx.run(&jobs[j], device.as_deref());
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(j, result);
+                });
+            }
+        });
+    }
+    let mut results: Vec<TrialResult> = Vec::with_capacity(jobs.len());
+    for (j, job) in jobs.iter().enumerate() {
+        let result = match same_as[j] {
+            Some(first) => {
+                let mut copy = results[first].clone();
+                copy.trial = job.trial.clone();
+                copy.same_as = Some(jobs[first].trial.id);
+                copy
+            }
+            None => outcomes.remove(&j).expect("every unique trial ran")?,
+        };
+        results.push(result);
     }
 
     let board = leaderboard(&sweep, results);
@@ -159,6 +202,61 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
         .into());
     }
     Ok(board)
+}
+
+/// One trial to run: its overrides and resolved plan (behind a lock so the
+/// thread that runs it can set its device).
+struct Job {
+    trial: Trial,
+    overrides: Vec<Override>,
+    plan: Mutex<Plan>,
+}
+
+/// What every trial run shares.
+struct TrialContext<'a> {
+    cmd: &'a SweepCommand,
+    registry: &'a Registry,
+    cache: &'a Cache,
+    progress: &'a Progress,
+    sweep: &'a SweepSpec,
+}
+
+impl TrialContext<'_> {
+    /// Runs one trial (on `device` when given) and saves its manifest.
+    fn run(&self, job: &Job, device: Option<&str>) -> anyhow::Result<TrialResult> {
+        let mut plan = job.plan.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(device) = device {
+            plan.spec.device = device.to_string();
+        }
+        if !self.cmd.quiet {
+            self.progress.println(&format!(
+                "seqpipe: sweep trial {} ({})",
+                job.trial.id,
+                describe(&job.trial)
+            ));
+        }
+        let started_at = now_unix();
+        let report = run::execute(&plan, self.cache, &self.cmd.run, self.progress)?;
+        let run_id = format!("{started_at}-{}-trial{}", std::process::id(), job.trial.id);
+        let sets: Vec<String> = job.overrides.iter().map(|o| o.flag.clone()).collect();
+        save_manifest(
+            self.cache,
+            &plan,
+            &self.cmd.spec,
+            &sets,
+            &report,
+            self.registry,
+            &run_id,
+            started_at,
+        )?;
+        Ok(trial_result(
+            job.trial.clone(),
+            &plan,
+            &report,
+            self.cache,
+            self.sweep,
+        ))
+    }
 }
 
 /// Every swept param must be one the stage's kind takes, and the metric

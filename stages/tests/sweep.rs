@@ -211,3 +211,60 @@ metric = "score.score"
         .unwrap()
         .contains("n = 2"));
 }
+
+/// `--parallel 3`: trials that share a trained model (two evaluations of
+/// it) run at the same time, and the model is still trained once; the
+/// leaderboard is the sequential one.
+#[test]
+fn parallel_trials_compute_a_shared_stage_once_and_rank_as_sequential_ones() {
+    let spec = SPEC
+        .replace(
+            "\"train.model\" = [\"pop\", \"markov\"]",
+            "\"train.model\" = [\"pop\", \"markov\", \"itemknn\"]",
+        )
+        .replace(
+            "\"train.lr\" = [1e-3, 1e-2]",
+            "\"eval.k\" = [[10], [5, 10]]",
+        );
+    let (parallel_dir, _) = setup(&spec);
+    let p = parallel_dir.path();
+    let out = seqpipe(p, &["sweep", "p.toml", "--parallel", "3", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = executions(p);
+    assert_eq!(counts["synth"], 1, "{counts:?}");
+    assert_eq!(counts["train"], 3, "one per model: {counts:?}");
+    assert_eq!(counts["eval"], 6, "{counts:?}");
+
+    let (sequential_dir, _) = setup(&spec);
+    let s = sequential_dir.path();
+    let out = seqpipe(s, &["sweep", "p.toml", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let board =
+        |d: &Path| std::fs::read_to_string(d.join("cache/sweeps/sw/leaderboard.csv")).unwrap();
+    // seconds differ; everything else is the same
+    let strip = |csv: String| -> Vec<Vec<String>> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(csv.as_bytes());
+        let rows: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect();
+        let secs = rows[0].iter().position(|h| h == "seconds").unwrap();
+        rows.into_iter()
+            .map(|mut r| {
+                r.remove(secs);
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(board(p)), strip(board(s)));
+}
