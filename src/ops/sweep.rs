@@ -142,14 +142,13 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
                 let (jobs, ctx, next, done) = (&jobs, &ctx, &next, &done);
                 let device = (!cmd.devices.is_empty())
                     .then(|| cmd.devices[slot % cmd.devices.len()].clone());
-                scope.spawn(move || loop {
-                    let Some(&j) = rest.get(next.fetch_add(1, AtomicOrdering::SeqCst)) else {
-                        break;
-                    };
-                    let result = ctx.run(&jobs[j], device.as_deref());
-                    done.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(j, result);
+                scope.spawn(move || {
+                    while let Some(&j) = rest.get(next.fetch_add(1, AtomicOrdering::SeqCst)) {
+                        let result = ctx.run(&jobs[j], device.as_deref());
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(j, result);
+                    }
                 });
             }
         });
