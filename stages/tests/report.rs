@@ -119,7 +119,7 @@ fn report_html_is_self_contained_and_complete() {
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let p = Params::default();
-    write_report(&p, &inputs, &out, 1).unwrap();
+    write_report(&p, &inputs, None, &out, 1).unwrap();
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| sasrec |") && md.contains("**"));
@@ -176,7 +176,7 @@ fn report_reads_old_metrics_without_intervals_and_takes_baseline_param() {
         baseline: "b<c".into(),
         ..Params::default()
     };
-    write_report(&p, &inputs, &out, 1).unwrap();
+    write_report(&p, &inputs, None, &out, 1).unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_balanced(&html);
     assert!(html.contains("<td>b&lt;c</td>") && !html.contains("<td>b<c</td>"));
@@ -189,12 +189,12 @@ fn report_reads_old_metrics_without_intervals_and_takes_baseline_param() {
         baseline: "nope".into(),
         ..Params::default()
     };
-    assert!(write_report(&bad, &inputs, &out, 1).is_err());
+    assert!(write_report(&bad, &inputs, None, &out, 1).is_err());
     let wrong_split = Params {
         split: "train".into(),
         ..Params::default()
     };
-    assert!(write_report(&wrong_split, &inputs, &out, 1).is_err());
+    assert!(write_report(&wrong_split, &inputs, None, &out, 1).is_err());
 }
 
 /// evaluate's ranks.parquet: `test` ranks per user, full (`rank`) and
@@ -272,7 +272,8 @@ fn report_tests_significance_draws_training_curves_and_compares_sampled_ranking(
         permutations: 999,
         ..Params::default()
     };
-    write_report(&p, &inputs, &out, 3).unwrap();
+    let embeddings = write_embeddings(tmp.path());
+    write_report(&p, &inputs, Some(&embeddings), &out, 3).unwrap();
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     // sasrec gains 1 NDCG@10 on each of 40 users: only the observed sign
@@ -296,9 +297,11 @@ fn report_tests_significance_draws_training_curves_and_compares_sampled_ranking(
     assert!(html.contains("Training curves") && html.contains("train_loss per epoch"));
     assert_eq!(
         html.matches("<svg").count(),
-        3,
-        "bars, metric vs K, one curve"
+        4,
+        "bars, metric vs K, one curve, the embedding map"
     );
+    let map = &html[html.find("Item embeddings").unwrap()..];
+    assert!(map.contains("marketplace") && map.contains("retail"), "legend by domain");
     assert!(html.contains("Sampled against full ranking"));
     assert!(html.contains("<td>3.00</td>"), "sampled is 3× full here");
 
@@ -308,11 +311,42 @@ fn report_tests_significance_draws_training_curves_and_compares_sampled_ranking(
         permutations: 99,
         ..Params::default()
     };
-    write_report(&sampled, &inputs, &out, 3).unwrap();
+    write_report(&sampled, &inputs, None, &out, 3).unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.starts_with("# Model comparison (test_sampled split, sampled ranking)"),
         "{md}"
     );
     assert!(md.contains("- sasrec: Δ"), "sampled ranks are tested too");
+}
+
+/// An `embed.infonce` output: 6 items in two domains, 3-d rows (row 0
+/// padding).
+fn write_embeddings(dir: &Path) -> PathBuf {
+    let d = dir.join("embeddings");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut values: Vec<f32> = vec![0.0; 3];
+    for i in 0..6 {
+        let x = i as f32;
+        values.extend([x, 1.0 - x, if i < 3 { 1.0 } else { -1.0 }]);
+    }
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![7, 3], &bytes).unwrap();
+    let file = safetensors::serialize([("embeddings", view)], &None).unwrap();
+    std::fs::write(d.join("embeddings.safetensors"), file).unwrap();
+    let domains: Vec<&str> = (0..6)
+        .map(|i| if i < 3 { "retail" } else { "marketplace" })
+        .collect();
+    table::write(
+        &d.join("items.parquet"),
+        &table::batch(vec![
+            ("row", Arc::new(Int64Array::from_iter_values(1..=6))),
+            ("item_id", Arc::new(Int64Array::from_iter_values(101..=106))),
+            ("domain", Arc::new(StringArray::from(domains))),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    d
 }

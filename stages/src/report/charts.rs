@@ -8,12 +8,12 @@ use plotters::prelude::*;
 
 use super::{ks_of, ModelRow};
 
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(super) fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart: {e}")
 }
 
 /// plotters' SVG, made to sit inline in HTML: no XML namespace URL.
-fn inline_svg(svg: String) -> String {
+pub(super) fn inline_svg(svg: String) -> String {
     svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
 }
 

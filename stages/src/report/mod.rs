@@ -9,7 +9,9 @@
 //! per-example metric of the paired tests; "" = none), `permutations`
 //! (10000 random sign flips per test, seeded by the pipeline seed).
 //! Inputs: any number of `metrics` artifacts, each under the name the row
-//! should have (e.g. `inputs = { sasrec = "eval_sasrec.metrics" }`).
+//! should have (e.g. `inputs = { sasrec = "eval_sasrec.metrics" }`), and
+//! optionally `embeddings` (an `embed.infonce` output), drawn as a 2-D PCA
+//! map of the items coloured by domain.
 //! Outputs: `report` (report: `report.md`, the table with the best value per
 //! column in bold and the paired tests, `summary.txt`, the same table for
 //! the terminal, which `seqpipe run` and `seqpipe show` print, and
@@ -29,6 +31,7 @@
 //! from before evaluate version 3 have no ranks and get no test.
 
 mod charts;
+mod embedding_map;
 mod paired;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,7 +86,12 @@ impl TypedStage for Report {
             kind: "report",
             version: VERSION,
             summary: "Compares evaluated models in one table (Markdown, printed after the run) and an HTML page with charts and breakdowns.",
-            inputs: vec![],
+            inputs: vec![Port {
+                optional: true,
+                name: "embeddings",
+                ty: "embeddings",
+                doc: "item embeddings (embed.infonce) to draw as a 2-D map by domain",
+            }],
             extra_inputs: Some("metrics"),
             outputs: vec![Port {
                 optional: false,
@@ -138,19 +146,22 @@ impl TypedStage for Report {
         let inputs: Vec<(String, PathBuf)> = ctx
             .inputs
             .iter()
+            .filter(|(n, _)| n.as_str() != "embeddings")
             .map(|(n, d)| (n.clone(), d.clone()))
             .collect();
+        let embeddings = ctx.optional_input("embeddings").map(Path::to_path_buf);
         let out = ctx.output("report")?.to_path_buf();
-        write_report(&p, &inputs, &out, ctx.seed)
+        write_report(&p, &inputs, embeddings.as_deref(), &out, ctx.seed)
     }
 }
 
 /// The stage's work: reads each (row name, metrics directory) and writes
-/// report.md, summary.txt and report.html into `out`; `seed` seeds the
-/// paired tests.
+/// report.md, summary.txt and report.html into `out`; `embeddings` (an
+/// `embed.infonce` output) adds the item map; `seed` seeds the paired tests.
 pub fn write_report(
     p: &Params,
     inputs: &[(String, PathBuf)],
+    embeddings: Option<&Path>,
     out: &Path,
     seed: u64,
 ) -> anyhow::Result<()> {
@@ -178,7 +189,13 @@ pub fn write_report(
     md += &tests_markdown(p, &models, base, &tests);
     std::fs::write(out.join("report.md"), md)?;
     std::fs::write(out.join("summary.txt"), plain(p, &rows, &best))?;
-    std::fs::write(out.join("report.html"), html(p, &models, base, &tests)?)?;
+    let map = embeddings
+        .map(|dir| embedding_map::map_svg(&embedding_map::read(dir)?))
+        .transpose()?;
+    std::fs::write(
+        out.join("report.html"),
+        html(p, &models, base, &tests, map.as_deref())?,
+    )?;
     Ok(())
 }
 
@@ -397,6 +414,7 @@ fn html(
     models: &[ModelRow],
     base: usize,
     tests: &[Option<PairedTest>],
+    embedding_map: Option<&str>,
 ) -> anyhow::Result<String> {
     let mut s = String::new();
     let title = format!(
@@ -466,6 +484,12 @@ fn html(
     }
     s += &sampled_vs_full(models, &p.split, chart_k.unwrap_or(p.chart_k));
     s += &training_curves(models)?;
+    if let Some(svg) = embedding_map {
+        s += "<h2>Item embeddings</h2>\n<p class=\"note\">Each dot is an item (a sample of at most 4000), placed by the first two \
+              principal components of its contrastive embedding and coloured by domain.</p>\n<div class=\"chart\">";
+        s += svg;
+        s += "</div>\n";
+    }
     s += "</body>\n</html>\n";
     Ok(s)
 }
