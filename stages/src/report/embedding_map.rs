@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, StringArray};
 use plotters::prelude::*;
 
 use super::charts::{inline_svg, plot_err};
@@ -60,7 +60,7 @@ pub fn read(dir: &Path) -> anyhow::Result<Embeddings> {
             Some(c) if c.is_valid(i) => c.value(i).to_string(),
             _ => "unknown".into(),
         };
-        domain_of.insert(Int64Array::value(&rows, i), domain);
+        domain_of.insert(rows.value(i), domain);
     }
     let mut out = Embeddings {
         rows: vec![],
