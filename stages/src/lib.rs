@@ -4,6 +4,8 @@
 //! with its catalogue entry (params with defaults, inputs, outputs):
 //!
 //! - [`synth`]: a seeded synthetic interaction log.
+//! - [`synth_tecd`] (`synth.tecd`): a seeded T-ECD-shaped cross-domain
+//!   e-commerce dataset in daily Parquet partitions, defects included.
 //! - [`load_atomic`] (`load.atomic`): RecBole atomic files into Parquet.
 //! - [`load_parquet`] (`load.parquet`): a folder of Parquet partitions,
 //!   filtered by path, day and count, streamed into one table.
@@ -52,6 +54,7 @@ pub mod sequences;
 pub mod significance;
 pub mod splits;
 pub mod synth;
+pub mod synth_tecd;
 pub mod table;
 pub mod torch_worker;
 pub mod train;
@@ -64,6 +67,7 @@ use seqpipe::stage::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(synth::Synth)
+        .register(synth_tecd::SynthTecd)
         .register(load_atomic::LoadAtomic)
         .register(load_parquet::LoadParquet)
         .register(load_text::LoadText)
