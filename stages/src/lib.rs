@@ -23,6 +23,8 @@
 //!   temporal or ratio split (the latter two in [`splits`]).
 //! - [`train`]: pop, markov (order k), itemknn, SASRec, GRU4Rec, BERT4Rec
 //!   and Caser (on LibTorch, in the worker).
+//! - [`embed`] (`embed.infonce`): contrastive item embeddings (InfoNCE)
+//!   on co-occurrence pairs, for `train`'s `init` input (in the worker).
 //! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
 //! - [`report`]: a comparison table across evaluated models.
 //!
@@ -39,6 +41,7 @@
 
 pub mod artifact_types;
 pub mod clean;
+pub mod embed;
 pub mod evaluate;
 pub mod graph_cooccurrence;
 pub mod load_atomic;
@@ -77,6 +80,7 @@ pub fn registry() -> Registry {
         .register(graph_cooccurrence::GraphCooccurrence)
         .register(sequences::Sequences)
         .register(train::Train)
+        .register(embed::Embed)
         .register(evaluate::Evaluate)
         .register(report::Report)
         .set_environment_probe(environment);

@@ -1,16 +1,19 @@
 //! # seqpipe-torch — the tensor stages on LibTorch
 //!
-//! The implementations behind the `train` and `evaluate` kinds that
+//! The implementations behind the `train`, `evaluate` and `embed.infonce` kinds that
 //! `seqpipe-stages` declares. They run in the `seqpipe-torch` worker
 //! program, so only stages that need LibTorch pay for loading it.
 //!
 //! - [`train`]: fits pop, markov (order k), itemknn, SASRec, GRU4Rec,
 //!   BERT4Rec or Caser.
+//! - [`embed`]: `embed.infonce`, contrastive item embeddings on a
+//!   co-occurrence graph (for `train`'s `init`).
 //! - [`evaluate`]: full-ranking evaluation of a trained model.
 //! - [`models`]: one file per model, plus the optimiser and training loop.
 //! - [`device`]: `auto` / `cpu` / `cuda[:N]`, loading LibTorch's CUDA library.
 
 pub mod device;
+pub mod embed;
 pub mod evaluate;
 pub mod models;
 pub mod train;
@@ -22,6 +25,7 @@ use seqpipe::stage::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(train::TrainImpl)
+        .register(embed::EmbedImpl)
         .register(evaluate::EvaluateImpl);
     r
 }

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "seqpipe-torch is the worker that runs seqpipe's tensor stages \
-                 (train, evaluate); `seqpipe run` starts it. Usage: seqpipe-torch serve \
+                 (train, evaluate, embed.infonce); `seqpipe run` starts it. Usage: seqpipe-torch serve \
                  < request.json"
             );
             ExitCode::from(2)

@@ -1,18 +1,21 @@
 //! The `train` kind's implementation (declared in `seqpipe_stages::train`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Context;
 
 use seqpipe::stage::{KindInfo, StageContext, TypedStage};
 use seqpipe_stages::seqdata::SequenceData;
-use seqpipe_stages::train::{Params, Train};
+use seqpipe_stages::table;
+use seqpipe_stages::train::{Params, Train, NEURAL};
+use tch::{Device, Kind, Tensor};
 
 use crate::models::bert4rec::Bert4RecConfig;
 use crate::models::caser::CaserConfig;
 use crate::models::gru4rec::Gru4RecConfig;
 use crate::models::sasrec::SasRecConfig;
-use crate::models::trainer::{self, ModelConfig, TrainConfig};
+use crate::models::trainer::{self, ItemInit, ModelConfig, TrainConfig};
 use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop};
 
 pub struct TrainImpl;
@@ -35,6 +38,13 @@ impl TypedStage for TrainImpl {
         let data = SequenceData::read(ctx.input("data")?)?;
         let out = ctx.output("model")?.to_path_buf();
         let n = data.meta.num_items;
+        if ctx.optional_input("init").is_some() && !NEURAL.contains(&p.model.as_str()) {
+            anyhow::bail!(
+                "init: model `{}` has no item embeddings to initialise; init works with {}",
+                p.model,
+                NEURAL.join(", ")
+            );
+        }
         match p.model.as_str() {
             "pop" => Pop::fit(&data.train, n).save(&out),
             "markov" => Markov::fit_order(&data.train, n, p.order as usize).save(&out),
@@ -119,6 +129,14 @@ fn train_neural<C: ModelConfig>(
         .map(|(_, s)| s.clone())
         .filter(|s| s.len() >= 2)
         .collect();
+    let init = match ctx.optional_input("init") {
+        Some(dir) => {
+            let init = pretrained_rows(dir, ctx.input("data")?, p.dim, device)?;
+            ctx.note("init_items", init.coverage());
+            Some(init.rows)
+        }
+        None => None,
+    };
     let bar = ctx.progress.bar(ctx.stage, "epochs", p.epochs as u64);
     let resumed = trainer::checkpointed_epochs(&ctx.checkpoint_dir);
     if resumed > 0 {
@@ -141,13 +159,14 @@ fn train_neural<C: ModelConfig>(
             s.samples_per_sec
         );
     };
-    let (vs, stats) = trainer::train(
+    let (vs, stats) = trainer::train_from(
         model,
         &cfg,
         &seqs,
         ctx.seed,
         device,
         &ctx.checkpoint_dir,
+        init.as_ref(),
         &mut on_epoch,
     )?;
     bar.finish_and_clear();
@@ -176,4 +195,94 @@ fn write_training_log(out: &Path, stats: &[trainer::EpochStats]) -> anyhow::Resu
     let log = serde_json::json!({ "epochs": epochs });
     std::fs::write(out.join("training.json"), serde_json::to_vec_pretty(&log)?)?;
     Ok(())
+}
+
+/// The `init` embeddings matched to a sequences artifact's items.
+pub struct PretrainedRows {
+    /// Item-table rows (sequence item indices) and their pretrained values.
+    pub rows: ItemInit,
+    /// Items of the sequences artifact that the embeddings cover.
+    pub covered: usize,
+    /// Items of the sequences artifact.
+    pub items: usize,
+}
+
+impl PretrainedRows {
+    /// "812 of 1000 items (81.2%)", for the run manifest.
+    pub fn coverage(&self) -> String {
+        let share = 100.0 * self.covered as f64 / self.items.max(1) as f64;
+        format!("{} of {} items ({share:.1}%)", self.covered, self.items)
+    }
+}
+
+/// Matches the embeddings in `init_dir` (an `embed.infonce` output:
+/// `embeddings.safetensors` and `items.parquet`, `row` → `item_id`) to the
+/// items of the sequences artifact in `data_dir` (`vocab.parquet`, `index`
+/// → `item_id`) by original item id. Items the embeddings lack are left
+/// out (they keep the model's random rows); so is padding. The embeddings
+/// must be `dim` wide.
+pub fn pretrained_rows(
+    init_dir: &Path,
+    data_dir: &Path,
+    dim: i64,
+    device: Device,
+) -> anyhow::Result<PretrainedRows> {
+    let path = init_dir.join("embeddings.safetensors");
+    let table = Tensor::read_safetensors(&path)
+        .with_context(|| format!("init: reading {}", path.display()))?
+        .into_iter()
+        .find_map(|(name, t)| (name == "embeddings").then_some(t))
+        .with_context(|| format!("init: {} has no tensor `embeddings`", path.display()))?;
+    anyhow::ensure!(
+        table.dim() == 2,
+        "init: {} holds a {}-dimensional `embeddings`, expected [rows, dim]",
+        path.display(),
+        table.dim()
+    );
+    let width = table.size()[1];
+    anyhow::ensure!(
+        width == dim,
+        "init: embeddings are {width}-d but dim = {dim}; set dim = {width}"
+    );
+    let by_id = id_column_map(&init_dir.join("items.parquet"), "row", table.size()[0])?;
+    let vocab = data_dir.join("vocab.parquet");
+    let batch = table::read(&vocab)?;
+    let index = table::int64(&batch, "index", &vocab)?;
+    let ids = table::int64(&batch, "item_id", &vocab)?;
+    let (mut rows, mut sources) = (Vec::new(), Vec::new());
+    for (index, id) in index.values().iter().zip(ids.values()) {
+        if let Some(&source) = by_id.get(id) {
+            rows.push(*index);
+            sources.push(source);
+        }
+    }
+    let values = table
+        .to_kind(Kind::Float)
+        .index_select(0, &Tensor::from_slice(&sources));
+    Ok(PretrainedRows {
+        covered: rows.len(),
+        items: ids.len(),
+        rows: ItemInit {
+            rows: Tensor::from_slice(&rows).to_device(device),
+            values: values.to_device(device),
+        },
+    })
+}
+
+/// `item_id` → the `row_column` value of each row of `path`, which must lie
+/// in `1..rows` (row 0 is padding).
+fn id_column_map(path: &Path, row_column: &str, rows: i64) -> anyhow::Result<HashMap<i64, i64>> {
+    let batch = table::read(path).context("init")?;
+    let row = table::int64(&batch, row_column, path)?;
+    let ids = table::int64(&batch, "item_id", path)?;
+    let mut map = HashMap::with_capacity(ids.len());
+    for (&r, &id) in row.values().iter().zip(ids.values()) {
+        anyhow::ensure!(
+            (1..rows).contains(&r),
+            "init: {} maps item {id} to row {r}, outside the embeddings' rows 1..{rows}",
+            path.display()
+        );
+        map.insert(id, r);
+    }
+    Ok(map)
 }

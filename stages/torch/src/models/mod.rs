@@ -17,6 +17,8 @@
 //!   hybrid).
 //! - [`caser`]: horizontal and vertical convolutions over the last `L` item
 //!   embeddings (Tang & Wang 2018).
+//! - [`infonce`]: contrastive item embeddings on co-occurrence pairs (the
+//!   `embed.infonce` kind; not a next-item model).
 //!
 //! The neural models share [`trainer`] (batching, full-softmax loss, [`optim`]'s
 //! AdamW, checkpoints and resume) through its two traits, and one scorer,
@@ -26,6 +28,7 @@ pub mod bert4rec;
 pub mod caser;
 pub mod gru4rec;
 pub mod gsrec;
+pub mod infonce;
 pub mod itemknn;
 mod layers;
 pub mod markov;

@@ -33,6 +33,11 @@
 //! tensors, dropout in train mode, [`ModelConfig::build`] on an empty var
 //! store) must hold the lock as well, or it breaks reproducibility.
 //!
+//! Pretrained item embeddings ([`train_from`] with an [`ItemInit`]) are
+//! copied over rows of the item table right after the model is built, on a
+//! fresh start only; they draw nothing, so every other variable starts as
+//! it would without them.
+//!
 //! Checkpoint layout in `checkpoint_dir`: `checkpoint.json` (the commit
 //! point: configuration, epochs done, stats, and the name of the tensor file)
 //! and `checkpoint-epochNNNNN.safetensors` (`model.<var>` and
@@ -216,6 +221,56 @@ struct CheckpointMeta {
     stats: Vec<EpochStats>,
     /// Exact bits of `stats[i].train_loss` (decimal JSON may not round-trip).
     loss_bits: Vec<u64>,
+    /// [`ItemInit::fingerprint`] of the pretrained rows the run started
+    /// from; absent without them, so older checkpoints still resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init: Option<u64>,
+}
+
+/// Pretrained rows for a model's item table (`item_emb`), copied over its
+/// random initialisation once, when a training starts from scratch (a
+/// resumed one loads trained weights instead). `train`'s `init` input.
+pub struct ItemInit {
+    /// [K] int64: the item-table rows to overwrite (items `1..=num_items`).
+    pub rows: Tensor,
+    /// [K, dim] float: their new values, on any device.
+    pub values: Tensor,
+}
+
+impl ItemInit {
+    /// The variable the rows go into; every neural model names its item table so.
+    pub const VARIABLE: &'static str = "item_emb";
+
+    /// FNV-1a over the rows and the values' bits: a checkpoint records it,
+    /// so a run never resumes from one that started from other rows.
+    pub fn fingerprint(&self) -> u64 {
+        let cpu = |t: &Tensor, kind: Kind| t.to_device(Device::Cpu).to_kind(kind).flatten(0, -1);
+        let rows = Vec::<i64>::try_from(cpu(&self.rows, Kind::Int64)).unwrap_or_default();
+        let values = Vec::<f32>::try_from(cpu(&self.values, Kind::Float)).unwrap_or_default();
+        let mut h = Fnv::new();
+        h.eat(rows.len() as u64);
+        rows.iter().for_each(|&r| h.eat(r as u64));
+        values.iter().for_each(|&v| h.eat(v.to_bits() as u64));
+        h.0
+    }
+
+    /// Copies the rows into `vs`'s item table, without recording gradients.
+    fn apply(&self, vs: &VarStore) -> Result<()> {
+        let mut table = vs
+            .variables()
+            .remove(Self::VARIABLE)
+            .ok_or_else(|| anyhow::anyhow!("the model has no `{}` table", Self::VARIABLE))?;
+        let (rows, dim) = (table.size()[0], table.size()[1]);
+        ensure!(
+            self.values.dim() == 2 && self.values.size()[1] == dim,
+            "pretrained rows have shape {:?}, the item table is {rows} x {dim}",
+            self.values.size()
+        );
+        let index = self.rows.to_device(table.device());
+        let values = self.values.to_device(table.device()).to_kind(table.kind());
+        let _ = tch::no_grad(|| table.f_index_copy_(0, &index, &values))?;
+        Ok(())
+    }
 }
 
 /// Trains the model `model_cfg` describes on `train_seqs` (one chronological
@@ -244,6 +299,34 @@ pub fn train<C: ModelConfig>(
     checkpoint_dir: &Path,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(VarStore, Vec<EpochStats>)> {
+    train_from(
+        model_cfg,
+        cfg,
+        train_seqs,
+        seed,
+        device,
+        checkpoint_dir,
+        None,
+        on_epoch,
+    )
+}
+
+/// [`train`], with the item table starting from pretrained rows when `init`
+/// is given. They are copied in after the model is built (so the other
+/// variables draw exactly what they draw without `init`) and only on a fresh
+/// start; a checkpoint remembers their [`ItemInit::fingerprint`] and is
+/// refused by a run with other rows, or none.
+#[allow(clippy::too_many_arguments)]
+pub fn train_from<C: ModelConfig>(
+    model_cfg: &C,
+    cfg: &TrainConfig,
+    train_seqs: &[Vec<i64>],
+    seed: u64,
+    device: Device,
+    checkpoint_dir: &Path,
+    init: Option<&ItemInit>,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(VarStore, Vec<EpochStats>)> {
     model_cfg.check()?;
     cfg.validate()?;
     let windows = training_windows(train_seqs, model_cfg.num_items(), model_cfg.max_len())?;
@@ -266,8 +349,14 @@ pub fn train<C: ModelConfig>(
     let model = model_cfg.build(&vs.root());
     let mut opt = AdamW::from_var_store(&vs, cfg.adamw());
 
+    let init_fingerprint = init.map(ItemInit::fingerprint);
     let mut stats: Vec<EpochStats> = Vec::new();
-    if let Some(meta) = read_meta(checkpoint_dir)? {
+    let checkpoint: Option<CheckpointMeta> = read_meta(checkpoint_dir)?;
+    if let (None, Some(init)) = (&checkpoint, init) {
+        init.apply(&vs)
+            .context("copying the pretrained item embeddings")?;
+    }
+    if let Some(meta) = checkpoint {
         ensure!(
             meta.format == CHECKPOINT_FORMAT,
             "checkpoint format {} is not supported",
@@ -295,6 +384,11 @@ pub fn train<C: ModelConfig>(
             checkpoint_dir.display()
         );
         ensure!(
+            meta.init == init_fingerprint,
+            "checkpoint in {} was written from other pretrained item embeddings",
+            checkpoint_dir.display()
+        );
+        ensure!(
             meta.stats.len() == meta.epochs_done && meta.loss_bits.len() == meta.epochs_done,
             "checkpoint in {} is inconsistent",
             checkpoint_dir.display()
@@ -306,23 +400,7 @@ pub fn train<C: ModelConfig>(
             meta.epochs_done,
             cfg.epochs
         );
-        let path = checkpoint_dir.join(&meta.tensors);
-        let tensors = Tensor::read_safetensors(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut model_t = Vec::new();
-        let mut optim_t = Vec::new();
-        for (name, t) in tensors {
-            if let Some(n) = name.strip_prefix("model.") {
-                model_t.push((n.to_string(), t));
-            } else if let Some(n) = name.strip_prefix("optim.") {
-                optim_t.push((n.to_string(), t));
-            } else {
-                bail!("unexpected tensor `{name}` in {}", path.display());
-            }
-        }
-        load_vars(&vs, model_t).with_context(|| format!("loading {}", path.display()))?;
-        opt.load_state(optim_t)
-            .with_context(|| format!("loading {}", path.display()))?;
+        restore_checkpoint(checkpoint_dir, &meta.tensors, &vs, &mut opt)?;
         stats = meta.stats;
         for (s, bits) in stats.iter_mut().zip(&meta.loss_bits) {
             s.train_loss = f64::from_bits(*bits);
@@ -387,15 +465,16 @@ pub fn train<C: ModelConfig>(
         let meta = CheckpointMeta {
             format: CHECKPOINT_FORMAT,
             epochs_done: stats.len(),
-            tensors: format!("checkpoint-epoch{:05}.safetensors", stats.len()),
+            tensors: checkpoint_tensors_name(stats.len()),
             seed,
             model: model_json.clone(),
             train: train_json.clone(),
             data_fingerprint: fingerprint,
+            init: init_fingerprint,
             loss_bits: stats.iter().map(|s| s.train_loss.to_bits()).collect(),
             stats: stats.clone(),
         };
-        write_checkpoint(checkpoint_dir, &vs, &opt, &meta)?;
+        write_checkpoint(checkpoint_dir, &vs, &opt, &meta.tensors, &meta)?;
         on_epoch(&stat);
     }
     Ok((vs, stats))
@@ -455,21 +534,32 @@ fn training_windows(seqs: &[Vec<i64>], num_items: i64, max_len: i64) -> Result<V
 
 /// FNV-1a over the sequences (lengths included); detects resuming on other data.
 fn data_fingerprint(seqs: &[Vec<i64>]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |x: u64| {
-        for b in x.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(seqs.len() as u64);
+    let mut h = Fnv::new();
+    h.eat(seqs.len() as u64);
     for s in seqs {
-        eat(s.len() as u64);
+        h.eat(s.len() as u64);
         for &i in s {
-            eat(i as u64);
+            h.eat(i as u64);
         }
     }
-    h
+    h.0
+}
+
+/// 64-bit FNV-1a over little-endian words: the fingerprints checkpoints
+/// record of their data, to refuse resuming on something else.
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn eat(&mut self, x: u64) {
+        for b in x.to_le_bytes() {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// The order in which epoch `epoch` visits the training windows: a function
@@ -568,7 +658,21 @@ fn load_vars(vs: &VarStore, tensors: Vec<(String, Tensor)>) -> Result<()> {
     Ok(())
 }
 
-fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMeta) -> Result<()> {
+/// The tensor file name of the checkpoint after `epochs_done` epochs.
+pub(crate) fn checkpoint_tensors_name(epochs_done: usize) -> String {
+    format!("checkpoint-epoch{epochs_done:05}.safetensors")
+}
+
+/// Commits a checkpoint in `dir`: the variables of `vs` (`model.<var>`) and
+/// the state of `opt` (`optim.<state>`) into `tensors`, then `meta` into
+/// `checkpoint.json` (the commit point), then removes older tensor files.
+pub(crate) fn write_checkpoint(
+    dir: &Path,
+    vs: &VarStore,
+    opt: &AdamW,
+    tensors: &str,
+    meta: &impl Serialize,
+) -> Result<()> {
     let mut named = cpu_vars(vs, "model.");
     for (n, t) in opt.state_tensors() {
         named.push((
@@ -576,7 +680,7 @@ fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMet
             t.detach().to_device(Device::Cpu).contiguous(),
         ));
     }
-    write_atomic(dir, &meta.tensors, |tmp| {
+    write_atomic(dir, tensors, |tmp| {
         Tensor::write_safetensors(&named, tmp)?;
         Ok(())
     })?;
@@ -586,9 +690,7 @@ fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMet
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("checkpoint-epoch")
-            && name.ends_with(".safetensors")
-            && name != meta.tensors.as_str()
+        if name.starts_with("checkpoint-epoch") && name.ends_with(".safetensors") && name != tensors
         {
             let _ = fs::remove_file(dir.join(name.as_ref()));
         }
@@ -599,10 +701,42 @@ fn write_checkpoint(dir: &Path, vs: &VarStore, opt: &AdamW, meta: &CheckpointMet
 /// How many epochs the checkpoint in `dir` holds (0 when there is none or it
 /// cannot be read; [`train`] reports the latter properly).
 pub fn checkpointed_epochs(dir: &Path) -> usize {
-    read_meta(dir).ok().flatten().map_or(0, |m| m.epochs_done)
+    read_meta::<CheckpointMeta>(dir)
+        .ok()
+        .flatten()
+        .map_or(0, |m| m.epochs_done)
 }
 
-fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>> {
+/// Loads the tensor file `tensors` of a checkpoint in `dir` into `vs` and
+/// `opt`; every variable and optimiser state must be there, and nothing else.
+pub(crate) fn restore_checkpoint(
+    dir: &Path,
+    tensors: &str,
+    vs: &VarStore,
+    opt: &mut AdamW,
+) -> Result<()> {
+    let path = dir.join(tensors);
+    let tensors =
+        Tensor::read_safetensors(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut model_t = Vec::new();
+    let mut optim_t = Vec::new();
+    for (name, t) in tensors {
+        if let Some(n) = name.strip_prefix("model.") {
+            model_t.push((n.to_string(), t));
+        } else if let Some(n) = name.strip_prefix("optim.") {
+            optim_t.push((n.to_string(), t));
+        } else {
+            bail!("unexpected tensor `{name}` in {}", path.display());
+        }
+    }
+    load_vars(vs, model_t).with_context(|| format!("loading {}", path.display()))?;
+    opt.load_state(optim_t)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(())
+}
+
+/// The `checkpoint.json` in `dir`, or `None` when there is none.
+pub(crate) fn read_meta<M: DeserializeOwned>(dir: &Path) -> Result<Option<M>> {
     let path = dir.join(CHECKPOINT_META);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
