@@ -1,7 +1,7 @@
 //! `train` — fits a recommendation model on the training sequences.
 //!
 //! Params (defaults): `model` ("pop" | "markov" | "itemknn" | "sasrec" |
-//! "gru4rec" | "bert4rec" | "caser"; "sasrec"); for `markov`: `order` (1;
+//! "gru4rec" | "bert4rec" | "caser" | "gsrec"; "sasrec"); for `markov`: `order` (1;
 //! the Markov chain reads the last `order` items and backs off to shorter
 //! contexts, then popularity); for `itemknn`: `knn_k` (100; neighbours kept
 //! per item) and `shrink` (0.0; added to the cosine's denominator); for the
@@ -21,6 +21,11 @@
 //! the most recent items each prediction reads (the paper uses L = 5: set
 //! it, the shared default 50 makes Caser slow); it trains on one window per
 //! position of the last 200 items of each sequence.
+//! GSRec (self-attention feeding a GRU) reads `dim`, `layers` (attention
+//! blocks), `heads`, `pre_norm`, `hidden` (0 = dim; the GRU's size, scores
+//! through a linear layer), `gru_layers` (1; stacked GRUs) and `ffn`
+//! (false; a feed-forward layer of width `ffn_dim`, 0 = dim, in each block)
+//! besides the shared neural params.
 //! Params a model does not use are left out of its key, so `lr` on a `pop`
 //! stage, or `heads` on a `gru4rec` stage, changes nothing; `markov` is
 //! keyed on `order` only when it is not 1, so first-order keys are the ones
@@ -76,6 +81,8 @@ pub struct Params {
     pub shrink: f64,
     pub h_filters: i64,
     pub v_filters: i64,
+    pub gru_layers: i64,
+    pub ffn: bool,
 }
 
 impl Default for Params {
@@ -101,18 +108,20 @@ impl Default for Params {
             shrink: 0.0,
             h_filters: 16,
             v_filters: 4,
+            gru_layers: 1,
+            ffn: false,
         }
     }
 }
 
 /// The models this kind can train.
-pub const MODELS: [&str; 7] = [
-    "pop", "markov", "itemknn", "sasrec", "gru4rec", "bert4rec", "caser",
+pub const MODELS: [&str; 8] = [
+    "pop", "markov", "itemknn", "sasrec", "gru4rec", "bert4rec", "caser", "gsrec",
 ];
 
 /// The models trained by gradient descent (through the worker's shared
 /// trainer); the ones with an item embedding table that `init` fills.
-pub const NEURAL: [&str; 4] = ["sasrec", "gru4rec", "bert4rec", "caser"];
+pub const NEURAL: [&str; 5] = ["sasrec", "gru4rec", "bert4rec", "caser", "gsrec"];
 
 /// The params each model is keyed on (besides `model`); the others are left
 /// out of its key, so changing them reruns nothing.
@@ -172,6 +181,24 @@ const CASER_PARAMS: [&str; 10] = [
     "clip_norm",
 ];
 
+const GSREC_PARAMS: [&str; 15] = [
+    "dim",
+    "layers",
+    "heads",
+    "ffn",
+    "ffn_dim",
+    "gru_layers",
+    "hidden",
+    "dropout",
+    "max_len",
+    "pre_norm",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "clip_norm",
+];
+
 const ITEMKNN_PARAMS: [&str; 2] = ["knn_k", "shrink"];
 
 pub struct Train;
@@ -186,34 +213,36 @@ impl TypedStage for Train {
         KindInfo {
             kind: "train",
             version: VERSION,
-            summary: "Trains pop, markov (order k), item kNN, SASRec, GRU4Rec, BERT4Rec or Caser on the training sequences; the neural models resume from per-epoch checkpoints.",
+            summary: "Trains pop, markov (order k), item kNN, SASRec, GRU4Rec, BERT4Rec, Caser or GSRec on the training sequences; the neural models resume from per-epoch checkpoints.",
             inputs: vec![
                 Port { optional: false, name: "data", ty: "sequences", doc: "output of `sequences`" },
-                Port { optional: true, name: "init", ty: "embeddings", doc: "sasrec, gru4rec, bert4rec, caser: pretrained item embeddings (e.g. `embed.infonce`) for the item table, matched by item id" },
+                Port { optional: true, name: "init", ty: "embeddings", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: pretrained item embeddings (e.g. `embed.infonce`) for the item table, matched by item id" },
             ],
             extra_inputs: None,
             outputs: vec![Port { optional: false, name: "model", ty: "model", doc: "config.json + model.safetensors (+ training.json)" }],
             params: vec![
-                ParamDoc { name: "model", doc: "pop | markov | itemknn | sasrec | gru4rec | bert4rec | caser" },
+                ParamDoc { name: "model", doc: "pop | markov | itemknn | sasrec | gru4rec | bert4rec | caser | gsrec" },
                 ParamDoc { name: "order", doc: "markov: items of context (>= 1), backing off to shorter contexts, then popularity" },
                 ParamDoc { name: "knn_k", doc: "itemknn: most similar items kept per item (>= 1)" },
                 ParamDoc { name: "shrink", doc: "itemknn: added to the cosine's denominator, damping pairs seen by few users (>= 0)" },
-                ParamDoc { name: "dim", doc: "sasrec, gru4rec, bert4rec, caser: item embedding size" },
-                ParamDoc { name: "layers", doc: "sasrec, bert4rec: self-attention blocks; gru4rec: stacked GRU layers" },
-                ParamDoc { name: "heads", doc: "sasrec, bert4rec: attention heads (must divide dim)" },
-                ParamDoc { name: "ffn_dim", doc: "sasrec: feed-forward width (0 = dim); bert4rec: the same (0 = 4 * dim)" },
-                ParamDoc { name: "hidden", doc: "gru4rec: GRU hidden size (0 = dim: scores tied to the item embeddings; else a linear output layer)" },
+                ParamDoc { name: "dim", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: item embedding size" },
+                ParamDoc { name: "layers", doc: "sasrec, bert4rec, gsrec: self-attention blocks; gru4rec: stacked GRU layers" },
+                ParamDoc { name: "heads", doc: "sasrec, bert4rec, gsrec: attention heads (must divide dim)" },
+                ParamDoc { name: "ffn_dim", doc: "sasrec, gsrec (with ffn): feed-forward width (0 = dim); bert4rec: the same (0 = 4 * dim)" },
+                ParamDoc { name: "hidden", doc: "gru4rec: GRU hidden size (0 = dim: scores tied to the item embeddings; else a linear output layer); gsrec: GRU hidden size (0 = dim)" },
+                ParamDoc { name: "gru_layers", doc: "gsrec: stacked GRU layers after the attention" },
+                ParamDoc { name: "ffn", doc: "gsrec: add a feed-forward layer (width ffn_dim, 0 = dim) to each attention block" },
                 ParamDoc { name: "h_filters", doc: "caser: horizontal convolution filters per height 1..=max_len" },
                 ParamDoc { name: "v_filters", doc: "caser: vertical convolution filters" },
-                ParamDoc { name: "dropout", doc: "sasrec, gru4rec, bert4rec, caser: dropout rate" },
-                ParamDoc { name: "max_len", doc: "sasrec, gru4rec: most recent items the model reads; bert4rec: the same, [MASK] included (>= 2); caser: the window L each prediction reads (paper: 5)" },
-                ParamDoc { name: "pre_norm", doc: "sasrec, bert4rec: LayerNorm before (true) or after each block" },
+                ParamDoc { name: "dropout", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: dropout rate" },
+                ParamDoc { name: "max_len", doc: "sasrec, gru4rec, gsrec: most recent items the model reads; bert4rec: the same, [MASK] included (>= 2); caser: the window L each prediction reads (paper: 5)" },
+                ParamDoc { name: "pre_norm", doc: "sasrec, bert4rec, gsrec: LayerNorm before (true) or after each block" },
                 ParamDoc { name: "mask_prob", doc: "bert4rec: share of positions masked for the cloze task, in (0, 1)" },
-                ParamDoc { name: "epochs", doc: "sasrec, gru4rec, bert4rec, caser: passes over the training sequences" },
-                ParamDoc { name: "batch_size", doc: "sasrec, gru4rec, bert4rec, caser: sequences per step" },
-                ParamDoc { name: "lr", doc: "sasrec, gru4rec, bert4rec, caser: AdamW learning rate" },
-                ParamDoc { name: "weight_decay", doc: "sasrec, gru4rec, bert4rec, caser: AdamW decoupled weight decay" },
-                ParamDoc { name: "clip_norm", doc: "sasrec, gru4rec, bert4rec, caser: gradient-norm clipping (0 = off)" },
+                ParamDoc { name: "epochs", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: passes over the training sequences" },
+                ParamDoc { name: "batch_size", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: sequences per step" },
+                ParamDoc { name: "lr", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: AdamW learning rate" },
+                ParamDoc { name: "weight_decay", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: AdamW decoupled weight decay" },
+                ParamDoc { name: "clip_norm", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: gradient-norm clipping (0 = off)" },
             ],
             resource: Resource::Tensor,
         }
@@ -239,7 +268,7 @@ impl TypedStage for Train {
                 return Err(format!("dropout: {} is not in [0, 1)", p.dropout));
             }
         }
-        if p.model == "sasrec" || p.model == "bert4rec" {
+        if p.model == "sasrec" || p.model == "bert4rec" || p.model == "gsrec" {
             positive("heads", p.heads)?;
             if p.dim % p.heads != 0 {
                 return Err(format!("heads: {} does not divide dim {}", p.heads, p.dim));
@@ -262,7 +291,16 @@ impl TypedStage for Train {
                 ));
             }
         }
-        if p.model == "gru4rec" && p.hidden < 0 {
+        if p.model == "gsrec" {
+            positive("gru_layers", p.gru_layers)?;
+            if p.ffn_dim < 0 {
+                return Err(format!(
+                    "ffn_dim: must be 0 (= dim) or above, not {}",
+                    p.ffn_dim
+                ));
+            }
+        }
+        if (p.model == "gru4rec" || p.model == "gsrec") && p.hidden < 0 {
             return Err(format!(
                 "hidden: must be 0 (= dim) or above, not {}",
                 p.hidden
@@ -290,6 +328,7 @@ impl TypedStage for Train {
             "gru4rec" => keep_params(p, &GRU4REC_PARAMS),
             "bert4rec" => keep_params(p, &BERT4REC_PARAMS),
             "caser" => keep_params(p, &CASER_PARAMS),
+            "gsrec" => keep_params(p, &GSREC_PARAMS),
             "itemknn" => keep_params(p, &ITEMKNN_PARAMS),
             // First-order keys are those from before `order` existed.
             "markov" if p.order != 1 => keep_params(p, &["order"]),
@@ -339,6 +378,8 @@ mod tests {
             "shrink",
             "h_filters",
             "v_filters",
+            "gru_layers",
+            "ffn",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -351,6 +392,8 @@ mod tests {
             shrink: 2.0,
             h_filters: 2,
             v_filters: 9,
+            gru_layers: 3,
+            ffn: true,
             ..p
         };
         assert_eq!(Train.canonical(&other), before);
@@ -566,6 +609,31 @@ mod tests {
         }
         // Neural params are not checked for itemknn.
         assert!(Train.validate(&Params { dim: 0, ..p }).is_ok());
+    }
+
+    #[test]
+    fn gsrec_key_and_validation() {
+        let p = Params {
+            model: "gsrec".into(),
+            ..Params::default()
+        };
+        let key = Train.canonical(&p);
+        let mut want: Vec<&str> = GSREC_PARAMS.iter().copied().chain(["model"]).collect();
+        want.sort();
+        let got: Vec<&str> = key
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(got, want);
+        let bad = Params {
+            gru_layers: 0,
+            ..p.clone()
+        };
+        assert!(Train.validate(&bad).unwrap_err().starts_with("gru_layers:"));
+        let bad = Params { heads: 3, ..p };
+        assert!(Train.validate(&bad).unwrap_err().starts_with("heads:"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 use crate::models::bert4rec::Bert4RecConfig;
 use crate::models::caser::CaserConfig;
 use crate::models::gru4rec::Gru4RecConfig;
+use crate::models::gsrec::GsRecConfig;
 use crate::models::sasrec::SasRecConfig;
 use crate::models::trainer::{self, ItemInit, ModelConfig, TrainConfig};
 use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop};
@@ -96,6 +97,22 @@ impl TypedStage for TrainImpl {
                     v_filters: p.v_filters,
                     dropout: p.dropout,
                     ..CaserConfig::new(n)
+                };
+                train_neural(&model, &p, &data, ctx, &out)
+            }
+            "gsrec" => {
+                let model = GsRecConfig {
+                    num_items: n,
+                    max_len: p.max_len,
+                    dim: p.dim,
+                    layers: p.layers,
+                    heads: p.heads,
+                    ffn: p.ffn,
+                    ffn_dim: p.ffn_dim,
+                    gru_layers: p.gru_layers,
+                    hidden: p.hidden,
+                    dropout: p.dropout,
+                    pre_norm: p.pre_norm,
                 };
                 train_neural(&model, &p, &data, ctx, &out)
             }

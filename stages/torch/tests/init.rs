@@ -14,6 +14,7 @@ use seqpipe_stages::table;
 use seqpipe_torch::models::bert4rec::Bert4RecConfig;
 use seqpipe_torch::models::caser::CaserConfig;
 use seqpipe_torch::models::gru4rec::Gru4RecConfig;
+use seqpipe_torch::models::gsrec::GsRecConfig;
 use seqpipe_torch::models::sasrec::SasRecConfig;
 use seqpipe_torch::models::trainer::{train, train_from, ItemInit, ModelConfig, TrainConfig};
 use seqpipe_torch::train::pretrained_rows;
@@ -240,6 +241,14 @@ fn covered_rows_start_from_the_embeddings_and_nothing_else_moves() {
         },
         tmp.path(),
     );
+    check_init(
+        &GsRecConfig {
+            dim: DIM,
+            max_len: 6,
+            ..GsRecConfig::new(n)
+        },
+        tmp.path(),
+    );
 }
 
 /// `train` params for a small GRU4Rec, as JSON.
@@ -323,7 +332,7 @@ fn init_on_a_model_without_item_embeddings_is_an_error() {
             format!("{e:#}"),
             format!(
                 "init: model `{model}` has no item embeddings to initialise; init works with \
-                 sasrec, gru4rec, bert4rec, caser"
+                 sasrec, gru4rec, bert4rec, caser, gsrec"
             )
         );
     }
