@@ -3,58 +3,16 @@
 //! writes, that it is deterministic and resumes bit for bit, and which
 //! params and inputs it refuses.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
-use seqpipe::progress::Progress;
-use seqpipe::stage::StageContext;
 use seqpipe_stages::embed::Params;
 use seqpipe_stages::table;
 use tch::Tensor;
-
-/// Runs `kind` from the worker's registry on `inputs` with `params`, seed
-/// `seed` and checkpoint folder `checkpoint`; outputs go to fresh folders
-/// under `out`. Returns the output folders and the run-manifest notes.
-fn run_kind(
-    kind: &str,
-    params: serde_json::Value,
-    inputs: &[(&str, &Path)],
-    out: &Path,
-    checkpoint: &Path,
-    seed: u64,
-) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
-    let registry = seqpipe_torch::registry();
-    let stage = registry.get(kind).expect("registered kind");
-    let outputs: BTreeMap<String, PathBuf> = stage
-        .info()
-        .outputs
-        .iter()
-        .map(|p| {
-            let path = out.join(p.name);
-            std::fs::create_dir_all(&path).unwrap();
-            (p.name.to_string(), path)
-        })
-        .collect();
-    let progress = Progress::hidden();
-    let mut ctx = StageContext {
-        stage: kind,
-        params,
-        seed,
-        device: "cpu",
-        inputs: inputs
-            .iter()
-            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
-            .collect(),
-        outputs: outputs.clone(),
-        checkpoint_dir: checkpoint.to_path_buf(),
-        progress: &progress,
-        notes: BTreeMap::new(),
-    };
-    stage.run(&mut ctx)?;
-    Ok((outputs, ctx.notes))
-}
 
 /// The toy graph's clusters: cluster `c` (0..6) holds items `4c + 1..=4c +
 /// 4` of domain `a` and `4c + 101..=4c + 104` of domain `b`; each four-item
@@ -162,7 +120,7 @@ fn embed(tmp: &Path, tag: &str, p: &Params, seed: u64) -> anyhow::Result<PathBuf
     if !graph.exists() {
         write_toy_graph(&graph);
     }
-    let (outputs, _) = run_kind(
+    let (outputs, _) = common::run_kind(
         "embed.infonce",
         json(p),
         &[("graph", &graph)],
@@ -382,7 +340,7 @@ fn a_killed_run_resumes_bit_for_bit() {
         ..toy_params()
     };
     let run = |p: &Params, tag: &str, checkpoint: &str| {
-        run_kind(
+        common::run_kind(
             "embed.infonce",
             json(p),
             &[("graph", &graph)],
@@ -428,7 +386,7 @@ fn a_killed_run_resumes_bit_for_bit() {
         temperature: 0.2,
         ..full
     };
-    let e = run_kind(
+    let e = common::run_kind(
         "embed.infonce",
         json(&other),
         &[("graph", &graph)],
@@ -538,7 +496,7 @@ fn bad_params_and_inputs_are_refused_by_name() {
     write_toy_graph(&broken);
     let batch = table::read(&broken.join("items.parquet")).unwrap();
     table::write(&broken.join("items.parquet"), &batch.slice(0, 47)).unwrap();
-    let e = run_kind(
+    let e = common::run_kind(
         "embed.infonce",
         json(&d()),
         &[("graph", &broken)],
@@ -587,7 +545,7 @@ fn the_embeddings_initialise_train_by_item_id() {
         ..Default::default()
     })
     .unwrap();
-    let (outputs, notes) = run_kind(
+    let (outputs, notes) = common::run_kind(
         "train",
         params,
         &[("data", &data), ("init", &embeddings)],

@@ -2,13 +2,13 @@
 //! original item id into the neural models' item tables, once, on a fresh
 //! start — and nothing else changed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::Int64Array;
-use seqpipe::progress::Progress;
-use seqpipe::stage::StageContext;
 use seqpipe_stages::seqdata::{Meta, SequenceData};
 use seqpipe_stages::table;
 use seqpipe_torch::models::bert4rec::Bert4RecConfig;
@@ -20,44 +20,15 @@ use seqpipe_torch::models::trainer::{train, train_from, ItemInit, ModelConfig, T
 use seqpipe_torch::train::pretrained_rows;
 use tch::{Device, Tensor};
 
-/// Runs `kind` from the worker's registry on `inputs` with `params`, seed
-/// 1 and checkpoint folder `out/checkpoint`; outputs go to fresh folders
-/// under `out`. Returns the output folders and the run-manifest notes.
+/// Runs `kind` in-process with seed 1 and checkpoint folder
+/// `out/checkpoint` (see [`common::run_kind`]).
 fn run_kind(
     kind: &str,
     params: serde_json::Value,
     inputs: &[(&str, &Path)],
     out: &Path,
 ) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
-    let registry = seqpipe_torch::registry();
-    let stage = registry.get(kind).expect("registered kind");
-    let outputs: BTreeMap<String, PathBuf> = stage
-        .info()
-        .outputs
-        .iter()
-        .map(|p| {
-            let path = out.join(p.name);
-            std::fs::create_dir_all(&path).unwrap();
-            (p.name.to_string(), path)
-        })
-        .collect();
-    let progress = Progress::hidden();
-    let mut ctx = StageContext {
-        stage: kind,
-        params,
-        seed: 1,
-        device: "cpu",
-        inputs: inputs
-            .iter()
-            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
-            .collect(),
-        outputs: outputs.clone(),
-        checkpoint_dir: out.join("checkpoint"),
-        progress: &progress,
-        notes: BTreeMap::new(),
-    };
-    stage.run(&mut ctx)?;
-    Ok((outputs, ctx.notes))
+    common::run_kind(kind, params, inputs, out, &out.join("checkpoint"), 1)
 }
 
 /// The sequences' items: index `i` (1-based) is original item `VOCAB[i-1]`.

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{LayerNorm, Linear};
+use super::layers::{with_padding_column, LayerNorm, Linear};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
 
@@ -468,9 +468,7 @@ impl Bert4Rec {
                 input = input.narrow(1, l + 1 - self.cfg.max_len, self.cfg.max_len);
             }
             let h = self.encode(&input, false).select(1, -1); // [B, D]
-            let logits = self.item_logits(&h); // [B, N]
-            let pad = Tensor::full([b, 1], f64::NEG_INFINITY, (logits.kind(), device));
-            Tensor::cat(&[pad, logits], 1)
+            with_padding_column(&self.item_logits(&h))
         })
     }
 }

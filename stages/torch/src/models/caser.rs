@@ -40,9 +40,9 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use super::layers::Linear;
+use super::layers::{with_padding_column, Linear};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -304,13 +304,7 @@ impl Caser {
             let t = seqs.size()[1];
             let recent = seqs.narrow(1, (t - self.cfg.max_len).max(0), t.min(self.cfg.max_len));
             let last = self.encode(&recent, false).select(1, -1); // [B, d]
-            let scores = self.item_logits(&last).to_kind(Kind::Float); // [B, N]
-            let pad = Tensor::full(
-                [scores.size()[0], 1],
-                f64::NEG_INFINITY,
-                (Kind::Float, scores.device()),
-            );
-            Tensor::cat(&[pad, scores], 1)
+            with_padding_column(&self.item_logits(&last))
         })
     }
 }

@@ -46,9 +46,9 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use super::layers::{Gru, Linear, Padding};
+use super::layers::{with_padding_column, Gru, Linear, Padding};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -244,13 +244,7 @@ impl Gru4Rec {
     pub fn score_last(&self, seqs: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let last = self.encode(seqs, false).select(1, -1); // [B, H]
-            let scores = self.item_logits(&last).to_kind(Kind::Float); // [B, N]
-            let pad = Tensor::full(
-                [scores.size()[0], 1],
-                f64::NEG_INFINITY,
-                (Kind::Float, scores.device()),
-            );
-            Tensor::cat(&[pad, scores], 1)
+            with_padding_column(&self.item_logits(&last))
         })
     }
 }

@@ -32,7 +32,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding,
+    with_padding_column, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear,
+    Padding,
 };
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
@@ -255,13 +256,7 @@ impl GsRec {
     fn score_last(&self, seqs: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let last = self.encode(seqs, false).select(1, -1);
-            let scores = self.item_logits(&last).to_kind(Kind::Float);
-            let pad = Tensor::full(
-                [scores.size()[0], 1],
-                f64::NEG_INFINITY,
-                (Kind::Float, scores.device()),
-            );
-            Tensor::cat(&[pad, scores], 1)
+            with_padding_column(&self.item_logits(&last))
         })
     }
 }

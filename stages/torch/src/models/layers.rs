@@ -287,3 +287,16 @@ impl Padding {
         hs.gather(1, &index, false) * keep
     }
 }
+
+/// Item scores [B, num_items] (column `k` = item `k + 1`, as
+/// `item_logits` returns them) as float scores [B, num_items + 1] indexed
+/// by item, with the padding column 0 at `-inf` so it never ranks.
+pub(crate) fn with_padding_column(logits: &Tensor) -> Tensor {
+    let scores = logits.to_kind(Kind::Float);
+    let pad = Tensor::full(
+        [scores.size()[0], 1],
+        f64::NEG_INFINITY,
+        (Kind::Float, scores.device()),
+    );
+    Tensor::cat(&[pad, scores], 1)
+}

@@ -2,10 +2,13 @@
 //! sequences with a planted rule a model must learn.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use seqpipe::progress::Progress;
+use seqpipe::stage::StageContext;
 use seqpipe_torch::models::pop::Pop;
 use seqpipe_torch::models::trainer::{
     load_model, save_model, train, EpochStats, ModelConfig, SequenceModel, TrainConfig,
@@ -193,4 +196,46 @@ pub fn assert_resume_is_bit_exact<C: ModelConfig>(mcfg: &C, data: &[Vec<i64>]) -
 /// Each epoch's loss as exact bits (decimal printing may round).
 pub fn loss_bits(stats: &[EpochStats]) -> Vec<u64> {
     stats.iter().map(|e| e.train_loss.to_bits()).collect()
+}
+
+/// Runs `kind` from the worker's registry on `inputs` with `params`, seed
+/// `seed` and checkpoint folder `checkpoint`; outputs go to fresh folders
+/// under `out`. Returns the output folders and the run-manifest notes.
+pub fn run_kind(
+    kind: &str,
+    params: serde_json::Value,
+    inputs: &[(&str, &Path)],
+    out: &Path,
+    checkpoint: &Path,
+    seed: u64,
+) -> anyhow::Result<(BTreeMap<String, PathBuf>, BTreeMap<String, String>)> {
+    let registry = seqpipe_torch::registry();
+    let stage = registry.get(kind).expect("registered kind");
+    let outputs: BTreeMap<String, PathBuf> = stage
+        .info()
+        .outputs
+        .iter()
+        .map(|p| {
+            let path = out.join(p.name);
+            std::fs::create_dir_all(&path).unwrap();
+            (p.name.to_string(), path)
+        })
+        .collect();
+    let progress = Progress::hidden();
+    let mut ctx = StageContext {
+        stage: kind,
+        params,
+        seed,
+        device: "cpu",
+        inputs: inputs
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_path_buf()))
+            .collect(),
+        outputs: outputs.clone(),
+        checkpoint_dir: checkpoint.to_path_buf(),
+        progress: &progress,
+        notes: BTreeMap::new(),
+    };
+    stage.run(&mut ctx)?;
+    Ok((outputs, ctx.notes))
 }
