@@ -58,6 +58,8 @@ pub struct TrialResult {
     /// The trial this one duplicates (same canonical params and seed).
     pub same_as: Option<usize>,
     pub error: Option<String>,
+    /// The metric stage's `metrics` artifact folder in the cache.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// One configuration on the leaderboard: its trials (one per seed).
@@ -175,6 +177,7 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("leaderboard.csv"), to_csv(&sweep, &board))?;
     std::fs::write(out.join("leaderboard.md"), to_markdown(&sweep, &board))?;
+    std::fs::write(out.join(TRIALS_FILE), trials_json(&board)?)?;
     let best = board
         .first()
         .filter(|e| e.mean.is_some())
@@ -201,6 +204,30 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
         .into());
     }
     Ok(board)
+}
+
+/// The file in the sweep's output folder that lists every distinct trial's
+/// metrics artifact, best first: what a `report` stage reads when given the
+/// folder as its `sweep` input.
+pub const TRIALS_FILE: &str = "trials.json";
+
+/// `trials.json`: `[{ "trial", "label", "metric", "metrics" (folder) }]`
+/// for every trial that ran and produced its metric (duplicates left out).
+fn trials_json(board: &[Entry]) -> anyhow::Result<Vec<u8>> {
+    let trials: Vec<serde_json::Value> = board
+        .iter()
+        .flat_map(|e| &e.trials)
+        .filter(|t| t.same_as.is_none())
+        .filter_map(|t| {
+            Some(serde_json::json!({
+                "trial": t.trial.id,
+                "label": format!("trial {}: {}", t.trial.id, describe(&t.trial)),
+                "metric": t.metric?,
+                "metrics": t.metrics_dir.as_ref()?.display().to_string(),
+            }))
+        })
+        .collect();
+    Ok(serde_json::to_vec_pretty(&trials)?)
 }
 
 /// One trial to run: its overrides and resolved plan (behind a lock so the
@@ -362,11 +389,13 @@ fn trial_result(
         cached: count(Outcome::Cached),
         same_as: None,
         error: None,
+        metrics_dir: None,
     };
     match read_metric(plan, report, cache, sweep) {
-        Ok((value, siblings)) => {
+        Ok((value, siblings, dir)) => {
             result.metric = Some(value);
             result.siblings = siblings;
+            result.metrics_dir = Some(dir);
         }
         Err(e) => result.error = Some(e),
     }
@@ -374,13 +403,13 @@ fn trial_result(
 }
 
 /// The selection metric and the numbers beside it, from the metric stage's
-/// `metrics.json`.
+/// `metrics.json`, and the folder holding it.
 fn read_metric(
     plan: &Plan,
     report: &RunReport,
     cache: &Cache,
     sweep: &SweepSpec,
-) -> Result<(f64, BTreeMap<String, f64>), String> {
+) -> Result<(f64, BTreeMap<String, f64>, PathBuf), String> {
     let metric = &sweep.metric;
     let stage = report
         .stages
@@ -402,7 +431,8 @@ fn read_metric(
         .outputs
         .get(output.name)
         .ok_or_else(|| format!("stage `{}` has no output `{}`", stage.name, output.name))?;
-    let path = cache.store().path(id).join(METRICS_FILE);
+    let dir = cache.store().path(id);
+    let path = dir.join(METRICS_FILE);
     let json: serde_json::Value = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -427,7 +457,7 @@ fn read_metric(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((value, siblings))
+    Ok((value, siblings, dir))
 }
 
 /// Groups trials by configuration (mean ± std over seeds), best first;

@@ -268,3 +268,46 @@ fn parallel_trials_compute_a_shared_stage_once_and_rank_as_sequential_ones() {
     };
     assert_eq!(strip(board(p)), strip(board(s)));
 }
+
+/// A `report` stage given the sweep's folder as its `sweep` input: one row
+/// per distinct trial, best first.
+#[test]
+fn a_report_takes_a_whole_sweep_as_its_input() {
+    let (dir, _) = setup(SPEC);
+    let d = dir.path();
+    sweep(d);
+    let trials: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("cache/sweeps/sw/trials.json")).unwrap())
+            .unwrap();
+    let trials = trials.as_array().unwrap();
+    assert_eq!(trials.len(), 2, "two distinct trials: {trials:?}");
+    assert!(trials[0]["label"]
+        .as_str()
+        .unwrap()
+        .contains("train.model=\"markov\""));
+
+    std::fs::write(
+        d.join("r.toml"),
+        "[pipeline]\nname = \"sweep-report\"\n\n[stages.report]\nkind = \"report\"\n\
+         inputs = { sweep = \"./cache/sweeps/sw\" }\nparams = { split = \"valid\", significance = \"\" }\n",
+    )
+    .unwrap();
+    let out = seqpipe(d, &["run", "r.toml", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let show = seqpipe(d, &["show", "r.toml", "--json"]);
+    let manifest: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let path = manifest["stages"][0]["artifacts"]["report"]["path"]
+        .as_str()
+        .unwrap();
+    let md = std::fs::read_to_string(Path::new(path).join("report.md")).unwrap();
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| trial")).collect();
+    assert_eq!(rows.len(), 2, "{md}");
+    assert!(
+        rows[0].contains("markov") && rows[1].contains("pop"),
+        "{md}"
+    );
+}

@@ -11,7 +11,11 @@
 //! Inputs: any number of `metrics` artifacts, each under the name the row
 //! should have (e.g. `inputs = { sasrec = "eval_sasrec.metrics" }`), and
 //! optionally `embeddings` (an `embed.infonce` output), drawn as a 2-D PCA
-//! map of the items coloured by domain.
+//! map of the items coloured by domain, and `sweep` (the folder `seqpipe
+//! sweep` writes its leaderboard to, e.g. `"../cache/sweeps/sweep"`): every
+//! distinct trial in its `trials.json` becomes a row named `trial N: <its
+//! params>`, best first, beside any named inputs. The folder's content is
+//! part of the key, so a report over a sweep reruns when the sweep changes.
 //! Outputs: `report` (report: `report.md`, the table with the best value per
 //! column in bold and the paired tests, `summary.txt`, the same table for
 //! the terminal, which `seqpipe run` and `seqpipe show` print, and
@@ -86,12 +90,20 @@ impl TypedStage for Report {
             kind: "report",
             version: VERSION,
             summary: "Compares evaluated models in one table (Markdown, printed after the run) and an HTML page with charts and breakdowns.",
-            inputs: vec![Port {
-                optional: true,
-                name: "embeddings",
-                ty: "embeddings",
-                doc: "item embeddings (embed.infonce) to draw as a 2-D map by domain",
-            }],
+            inputs: vec![
+                Port {
+                    optional: true,
+                    name: "embeddings",
+                    ty: "embeddings",
+                    doc: "item embeddings (embed.infonce) to draw as a 2-D map by domain",
+                },
+                Port {
+                    optional: true,
+                    name: "sweep",
+                    ty: "path",
+                    doc: "a sweep's output folder (trials.json): one row per trial",
+                },
+            ],
             extra_inputs: Some("metrics"),
             outputs: vec![Port {
                 optional: false,
@@ -143,12 +155,15 @@ impl TypedStage for Report {
     }
 
     fn run(&self, p: Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
-        let inputs: Vec<(String, PathBuf)> = ctx
+        let mut inputs: Vec<(String, PathBuf)> = ctx
             .inputs
             .iter()
-            .filter(|(n, _)| n.as_str() != "embeddings")
+            .filter(|(n, _)| !["embeddings", "sweep"].contains(&n.as_str()))
             .map(|(n, d)| (n.clone(), d.clone()))
             .collect();
+        if let Some(dir) = ctx.optional_input("sweep") {
+            inputs.extend(sweep_trials(dir)?);
+        }
         let embeddings = ctx.optional_input("embeddings").map(Path::to_path_buf);
         let out = ctx.output("report")?.to_path_buf();
         write_report(&p, &inputs, embeddings.as_deref(), &out, ctx.seed)
@@ -197,6 +212,34 @@ pub fn write_report(
         html(p, &models, base, &tests, map.as_deref())?,
     )?;
     Ok(())
+}
+
+/// The rows of a sweep: (label, metrics folder) per trial in the folder's
+/// `trials.json`, as `seqpipe sweep` wrote it.
+pub fn sweep_trials(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let path = dir.join("trials.json");
+    let text = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "sweep: {} cannot be read ({e}); give the folder `seqpipe sweep` wrote (its leaderboard.md is there)",
+            path.display()
+        )
+    })?;
+    let trials: Vec<serde_json::Value> = serde_json::from_slice(&text)
+        .map_err(|e| anyhow::anyhow!("sweep: {} is not a trial list: {e}", path.display()))?;
+    trials
+        .iter()
+        .map(|t| {
+            let label = t["label"].as_str();
+            let metrics = t["metrics"].as_str();
+            match (label, metrics) {
+                (Some(l), Some(m)) => Ok((l.to_string(), PathBuf::from(m))),
+                _ => anyhow::bail!(
+                    "sweep: {}: a trial without `label` and `metrics`: {t}",
+                    path.display()
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Per model, its paired test against the baseline (`None` for the
