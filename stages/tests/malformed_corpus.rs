@@ -110,6 +110,7 @@ fn mutated_specs_never_panic_the_planner() {
     let valid = [
         include_str!("../../pipelines/quickstart.toml"),
         include_str!("../../pipelines/sweep.toml"),
+        include_str!("../../pipelines/tecd.toml"),
     ];
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("p.toml");
