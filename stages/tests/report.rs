@@ -301,7 +301,10 @@ fn report_tests_significance_draws_training_curves_and_compares_sampled_ranking(
         "bars, metric vs K, one curve, the embedding map"
     );
     let map = &html[html.find("Item embeddings").unwrap()..];
-    assert!(map.contains("marketplace") && map.contains("retail"), "legend by domain");
+    assert!(
+        map.contains("marketplace") && map.contains("retail"),
+        "legend by domain"
+    );
     assert!(html.contains("Sampled against full ranking"));
     assert!(html.contains("<td>3.00</td>"), "sampled is 3× full here");
 
