@@ -1,12 +1,14 @@
-//! Two `seqpipe run` processes on one cache: the second waits for the first
-//! (saying so), or fails at once with `--no-wait`; nothing is corrupted and
-//! the work is done once.
+//! Two `seqpipe run` processes and a `seqpipe gc` on one cache: the later
+//! ones wait for the first (saying so), or fail at once with `--no-wait`;
+//! nothing is corrupted, gc removes nothing a run needs, and the work is
+//! done once.
 
 mod common;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ran, run_ok, seqpipe, setup, spawn_run};
+use common::{command, ran, run_ok, seqpipe, setup, spawn_run};
 
 const SPEC: &str = r#"
 [pipeline]
@@ -53,8 +55,26 @@ fn second_run_waits_or_fails_with_no_wait_and_the_cache_stays_sound() {
     assert!(err.contains("in use by another seqpipe process"), "{err}");
 
     let second = spawn_run(d, &[]);
+    // …and a gc at the same time: it waits its turn too, and removes
+    // nothing a run still needs.
+    let gc = command(d, &["gc"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
+    let gc = gc.wait_with_output().unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&gc.stderr).contains("waiting for the cache lock"),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
     assert!(
         first.status.success(),
         "{}",
