@@ -29,18 +29,18 @@ pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
             println!("  inputs:");
             for p in &info.inputs {
                 let optional = if p.optional { "(optional) " } else { "" };
-                println!("    {:<12} {:<9} {optional}{}", p.name, p.ty, p.doc);
+                println!("    {:<12} {:<10} {optional}{}", p.name, p.ty, p.doc);
             }
             if let Some(ty) = info.extra_inputs {
                 println!(
-                    "    {:<12} {:<9} any number of further inputs, named as you like",
+                    "    {:<12} {:<10} any number of further inputs, named as you like",
                     "<any>", ty
                 );
             }
         }
         println!("  outputs:");
         for p in &info.outputs {
-            println!("    {:<12} {:<9} {}", p.name, p.ty, p.doc);
+            println!("    {:<12} {:<10} {}", p.name, p.ty, p.doc);
         }
         if !info.params.is_empty() {
             println!("  params (default):");
