@@ -326,6 +326,28 @@ impl Cache {
         Ok(dir)
     }
 
+    /// Seeds stage key `key`'s checkpoint folder with a copy of key
+    /// `from`'s, when `key` has none yet and `from` has one (a sweep
+    /// promoting a trial to a larger budget: the stage resumes where the
+    /// smaller budget stopped instead of starting over).
+    pub fn inherit_checkpoints(&self, key: &str, from: &str) -> Result<(), CacheError> {
+        let dir = self.root.join("checkpoints").join(key);
+        let source = self.root.join("checkpoints").join(from);
+        let empty = |d: &Path| fs::read_dir(d).map_or(true, |mut e| e.next().is_none());
+        if !empty(&dir) || empty(&source) {
+            return Ok(());
+        }
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        for entry in fs::read_dir(&source).map_err(io_err("cannot list", &source))? {
+            let path = entry.map_err(io_err("cannot list", &source))?.path();
+            if path.is_file() {
+                let to = dir.join(path.file_name().expect("a file name"));
+                fs::copy(&path, &to).map_err(io_err("cannot copy", &path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a stage key's checkpoints once it has succeeded.
     pub fn drop_checkpoints(&self, key: &str) -> Result<(), CacheError> {
         let dir = self.root.join("checkpoints").join(key);

@@ -122,10 +122,18 @@ A sweep is a [sweep] table in the pipeline spec:
   [sweep.random]                    # uniform, log_uniform, int_uniform, choice
   \"train.lr\" = { log_uniform = [1e-4, 1e-2] }
 
+  [sweep.halving]                   # optional: successive halving
+  param = \"train.epochs\"            # the spec's value is the full budget
+  min   = 2                         # first rung; the best 1/eta go on
+  eta   = 3
+
 Trials share every artifact they have in common (the data stages run once),
 and trials a stage's key cannot tell apart (lr on `pop`) run once. Rerun an
-interrupted sweep: finished trials are cache hits. `seqpipe run` on the same
-spec ignores [sweep] and runs the params as written.";
+interrupted sweep: finished trials are cache hits. With halving, promoted
+trials continue training from their last rung's checkpoint. The sweep folder
+holds leaderboard.csv/.md and trials.json; a `report` stage with
+inputs = { sweep = \"<that folder>\" } compares every trial. `seqpipe run` on
+the same spec ignores [sweep] and runs the params as written.";
 
 #[derive(Debug, Args)]
 struct SweepArgs {
@@ -229,6 +237,7 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                     force: a.force.into_iter().collect::<BTreeSet<_>>(),
                     only: a.only,
                     keep_going: a.keep_going,
+                    ..RunOptions::default()
                 },
                 cache,
                 quiet: a.quiet,

@@ -50,6 +50,13 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// Go on with independent stages after a failure.
     pub keep_going: bool,
+    /// Stages whose checkpoint folder is kept after they succeed (a sweep's
+    /// successive halving continues them at a larger budget).
+    pub keep_checkpoints: BTreeSet<String>,
+    /// Stage name → the key whose checkpoint folder seeds this stage's
+    /// (empty) one: the stage resumes from another key's state, e.g. a
+    /// training promoted from 2 to 6 epochs continues from epoch 2.
+    pub inherit_checkpoints: BTreeMap<String, String>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +66,8 @@ impl Default for RunOptions {
             force: BTreeSet::new(),
             only: None,
             keep_going: false,
+            keep_checkpoints: BTreeSet::new(),
+            inherit_checkpoints: BTreeMap::new(),
         }
     }
 }
@@ -500,7 +509,9 @@ fn run_one(
             {
                 return fail(report, e.to_string());
             }
-            let _ = shared.cache.drop_checkpoints(&key);
+            if !shared.options.keep_checkpoints.contains(&stage.name) {
+                let _ = shared.cache.drop_checkpoints(&key);
+            }
             shared.progress.println(&format!(
                 "seqpipe: finished `{}` in {:.1}s",
                 stage.name, report.seconds
@@ -522,6 +533,13 @@ fn compute(
     inputs: &BTreeMap<String, Hash>,
 ) -> anyhow::Result<(BTreeMap<String, Hash>, BTreeMap<String, String>)> {
     let store = shared.cache.store();
+    if let Some(from) = shared
+        .options
+        .inherit_checkpoints
+        .get(&shared.plan.stages[i].name)
+    {
+        shared.cache.inherit_checkpoints(key, from)?;
+    }
     let checkpoint_dir = shared.cache.checkpoint_dir(key)?;
     let staged = stage_into_staging(
         shared.plan,

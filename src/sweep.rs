@@ -17,6 +17,11 @@
 //! "train.dim"     = { choice = [32, 64] }
 //! "train.lr"      = { log_uniform = [1e-4, 1e-2] }
 //! "train.layers"  = { int_uniform = [1, 3] }
+//!
+//! [sweep.halving]                  # successive halving on a budget param
+//! param = "train.epochs"           # its value in the spec is the full budget
+//! min   = 2                        # the first rung's budget
+//! eta   = 3                        # keep the best 1/eta at each rung
 //! ```
 //!
 //! A trial is a set of `--set`-style overrides plus a seed; the engine runs
@@ -50,6 +55,44 @@ pub struct RawSweep {
     seed: Option<Spanned<i64>>,
     #[serde(default)]
     repeats: Option<Spanned<i64>>,
+    #[serde(default)]
+    halving: Option<RawHalving>,
+}
+
+/// What serde reads from `[sweep.halving]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHalving {
+    param: Spanned<String>,
+    min: Spanned<i64>,
+    #[serde(default)]
+    eta: Option<Spanned<i64>>,
+}
+
+/// Successive halving: every configuration runs at budget `min` of the
+/// stage param `stage.param`, the best 1/`eta` go on at `min × eta`, and so
+/// on up to the spec's own value of the param (the full budget).
+#[derive(Debug, Clone)]
+pub struct Halving {
+    pub stage: String,
+    pub param: String,
+    pub min: i64,
+    pub eta: usize,
+    pub at: Location,
+}
+
+impl Halving {
+    /// The rung budgets up to `full`: min, min·eta, … (below `full`), full.
+    pub fn rungs(&self, full: i64) -> Vec<i64> {
+        let mut rungs = vec![];
+        let mut budget = self.min;
+        while budget < full {
+            rungs.push(budget);
+            budget *= self.eta as i64;
+        }
+        rungs.push(full);
+        rungs
+    }
 }
 
 /// A checked `[sweep]` table.
@@ -65,6 +108,8 @@ pub struct SweepSpec {
     pub seed: u64,
     /// Seeds per configuration: pipeline seed, seed + 1, …
     pub repeats: usize,
+    /// Successive halving, when asked for.
+    pub halving: Option<Halving>,
 }
 
 /// The selection metric: a stage and a path in its `metrics.json`.
@@ -312,6 +357,52 @@ pub fn check(
             ))
         }
     };
+    let halving = match raw.halving {
+        None => None,
+        Some(h) => {
+            let at = source.location(&h.param.span());
+            let (stage, param) = stage_of(h.param.get_ref(), &at, "sweep.halving.param")?;
+            let swept = grid
+                .iter()
+                .map(|a| (&a.stage, &a.param))
+                .chain(random.iter().map(|a| (&a.stage, &a.param)));
+            if swept.into_iter().any(|(s, p)| *s == stage && *p == param) {
+                return Err(error(
+                    &at,
+                    "sweep.halving.param".into(),
+                    format!("`{stage}.{param}` is the halving budget, so it cannot also be swept"),
+                    None,
+                ));
+            }
+            if *h.min.get_ref() < 1 {
+                return Err(error(
+                    &source.location(&h.min.span()),
+                    "sweep.halving.min".into(),
+                    format!("must be 1 or more, not {}", h.min.get_ref()),
+                    None,
+                ));
+            }
+            let eta = match &h.eta {
+                None => 3,
+                Some(e) if *e.get_ref() >= 2 => *e.get_ref() as usize,
+                Some(e) => {
+                    return Err(error(
+                        &source.location(&e.span()),
+                        "sweep.halving.eta".into(),
+                        format!("must be 2 or more, not {}", e.get_ref()),
+                        None,
+                    ))
+                }
+            };
+            Some(Halving {
+                stage,
+                param,
+                min: *h.min.get_ref(),
+                eta,
+                at,
+            })
+        }
+    };
     Ok(SweepSpec {
         metric,
         maximize,
@@ -320,6 +411,7 @@ pub fn check(
         samples,
         seed,
         repeats,
+        halving,
     })
 }
 

@@ -26,7 +26,7 @@ use crate::progress::Progress;
 use crate::run::{self, now_unix, Outcome, RunError, RunOptions, RunReport};
 use crate::spec::{self, Override, SpecError};
 use crate::stage::Registry;
-use crate::sweep::{SweepSpec, Trial};
+use crate::sweep::{Halving, SweepSpec, Trial};
 
 /// Options of `seqpipe sweep`.
 #[derive(Debug, Clone)]
@@ -60,6 +60,10 @@ pub struct TrialResult {
     pub error: Option<String>,
     /// The metric stage's `metrics` artifact folder in the cache.
     pub metrics_dir: Option<PathBuf>,
+    /// Stage name → the key it ran or was found under.
+    pub keys: BTreeMap<String, String>,
+    /// The budget at which successive halving stopped this trial.
+    pub stopped_at: Option<i64>,
 }
 
 /// One configuration on the leaderboard: its trials (one per seed).
@@ -123,6 +127,7 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
             trial,
             overrides,
             plan: Mutex::new(plan),
+            options: cmd.run.clone(),
         });
     }
     let unique: Vec<usize> = (0..jobs.len()).filter(|j| same_as[*j].is_none()).collect();
@@ -133,28 +138,13 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
         progress: &progress,
         sweep: &sweep,
     };
-    let mut outcomes: BTreeMap<usize, anyhow::Result<TrialResult>> = BTreeMap::new();
-    if let Some((&first, rest)) = unique.split_first() {
-        outcomes.insert(first, ctx.run(&jobs[first], None));
-        let next = AtomicUsize::new(0);
-        let slots = cmd.parallel.max(1).min(rest.len().max(1));
-        let done = Mutex::new(&mut outcomes);
-        std::thread::scope(|scope| {
-            for slot in 0..slots {
-                let (jobs, ctx, next, done) = (&jobs, &ctx, &next, &done);
-                let device = (!cmd.devices.is_empty())
-                    .then(|| cmd.devices[slot % cmd.devices.len()].clone());
-                scope.spawn(move || {
-                    while let Some(&j) = rest.get(next.fetch_add(1, AtomicOrdering::SeqCst)) {
-                        let result = ctx.run(&jobs[j], device.as_deref());
-                        done.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(j, result);
-                    }
-                });
-            }
-        });
-    }
+    let mut outcomes = match &sweep.halving {
+        None => run_batch(&ctx, &jobs, &unique, true),
+        Some(h) => {
+            let full = full_budget(h, &plan)?;
+            successive_halving(&ctx, &jobs, &unique, h, full, base_seed)?
+        }
+    };
     let mut results: Vec<TrialResult> = Vec::with_capacity(jobs.len());
     for (j, job) in jobs.iter().enumerate() {
         let result = match same_as[j] {
@@ -221,7 +211,10 @@ fn trials_json(board: &[Entry]) -> anyhow::Result<Vec<u8>> {
         .filter_map(|t| {
             Some(serde_json::json!({
                 "trial": t.trial.id,
-                "label": format!("trial {}: {}", t.trial.id, describe(&t.trial)),
+                "label": match t.stopped_at {
+                    None => format!("trial {}: {}", t.trial.id, describe(&t.trial)),
+                    Some(b) => format!("trial {}: {} (stopped at budget {b})", t.trial.id, describe(&t.trial)),
+                },
                 "metric": t.metric?,
                 "metrics": t.metrics_dir.as_ref()?.display().to_string(),
             }))
@@ -230,12 +223,196 @@ fn trials_json(board: &[Entry]) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(&trials)?)
 }
 
+/// Runs `which` of `jobs` — the first alone when `first_alone` (it fills
+/// the stages all trials share), the rest `--parallel` at a time.
+fn run_batch(
+    ctx: &TrialContext<'_>,
+    jobs: &[Job],
+    which: &[usize],
+    first_alone: bool,
+) -> BTreeMap<usize, anyhow::Result<TrialResult>> {
+    let mut outcomes = BTreeMap::new();
+    let rest = match which.split_first() {
+        Some((&first, rest)) if first_alone => {
+            outcomes.insert(first, ctx.run(&jobs[first], None));
+            rest
+        }
+        _ => which,
+    };
+    let cmd = ctx.cmd;
+    let next = AtomicUsize::new(0);
+    let slots = cmd.parallel.max(1).min(rest.len().max(1));
+    let done = Mutex::new(&mut outcomes);
+    std::thread::scope(|scope| {
+        for slot in 0..slots {
+            let (next, done) = (&next, &done);
+            let device =
+                (!cmd.devices.is_empty()).then(|| cmd.devices[slot % cmd.devices.len()].clone());
+            scope.spawn(move || {
+                while let Some(&j) = rest.get(next.fetch_add(1, AtomicOrdering::SeqCst)) {
+                    let result = ctx.run(&jobs[j], device.as_deref());
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(j, result);
+                }
+            });
+        }
+    });
+    outcomes
+}
+
+/// The halving param's value in the spec: the full budget.
+fn full_budget(h: &Halving, plan: &Plan) -> Result<i64, SpecError> {
+    let i = plan.index_of(&h.stage).expect("checked by sweep::check");
+    let stage = &plan.stages[i];
+    let value = stage
+        .params
+        .get(&h.param)
+        .cloned()
+        .or_else(|| stage.kind.defaults().get(&h.param).cloned())
+        .and_then(|v| v.as_i64());
+    match value {
+        Some(full) if full > h.min => Ok(full),
+        Some(full) => Err(SpecError {
+            location: h.at.clone(),
+            key: "sweep.halving.min".into(),
+            message: format!(
+                "the first rung's budget {} is not below `{}.{}` = {full}, the full budget",
+                h.min, h.stage, h.param
+            ),
+            help: Some(format!(
+                "set {}.{} above {} in the spec",
+                h.stage, h.param, h.min
+            )),
+        }),
+        None => Err(SpecError {
+            location: h.at.clone(),
+            key: "sweep.halving.param".into(),
+            message: format!(
+                "stage `{}` has no integer param `{}` to use as the budget",
+                h.stage, h.param
+            ),
+            help: Some("name a budget such as \"train.epochs\"".into()),
+        }),
+    }
+}
+
+/// Successive halving over the trials `which`: every trial runs at the
+/// first rung's budget, the best 1/eta by the selection metric go on to the
+/// next, and so on to the full budget. Each rung keeps the budget stage's
+/// checkpoints and the next rung inherits them, so a promoted trial
+/// continues where it stopped (and, for `train`, ends with the weights of
+/// a training run at the full budget from the start). Trials dropped at a
+/// rung keep that rung's result, marked `stopped_at`.
+fn successive_halving(
+    ctx: &TrialContext<'_>,
+    jobs: &[Job],
+    which: &[usize],
+    h: &Halving,
+    full: i64,
+    base_seed: u64,
+) -> anyhow::Result<BTreeMap<usize, anyhow::Result<TrialResult>>> {
+    let rungs = h.rungs(full);
+    let mut alive: Vec<usize> = which.to_vec();
+    let mut inherited: BTreeMap<usize, String> = BTreeMap::new();
+    let mut kept_keys: Vec<String> = vec![];
+    let mut finished = BTreeMap::new();
+    for (r, &budget) in rungs.iter().enumerate() {
+        let last = r + 1 == rungs.len();
+        let mut rung_jobs = Vec::with_capacity(alive.len());
+        for &j in &alive {
+            let mut overrides = jobs[j].overrides.clone();
+            overrides.push(Override::parse(&format!(
+                "{}.{}={budget}",
+                h.stage, h.param
+            ))?);
+            let mut spec = spec::load(&ctx.cmd.spec, &overrides)?;
+            spec.seed = base_seed + jobs[j].trial.repeat as u64;
+            let mut options = ctx.cmd.run.clone();
+            if !last {
+                options.keep_checkpoints.insert(h.stage.clone());
+            }
+            if let Some(key) = inherited.get(&j) {
+                options
+                    .inherit_checkpoints
+                    .insert(h.stage.clone(), key.clone());
+            }
+            rung_jobs.push(Job {
+                trial: jobs[j].trial.clone(),
+                overrides,
+                plan: Mutex::new(graph::resolve(spec, ctx.registry)?),
+                options,
+            });
+        }
+        if !ctx.cmd.quiet {
+            ctx.progress.println(&format!(
+                "seqpipe: halving rung {} of {}: {} trial(s) at {}.{} = {budget}",
+                r + 1,
+                rungs.len(),
+                alive.len(),
+                h.stage,
+                h.param
+            ));
+        }
+        let indices: Vec<usize> = (0..rung_jobs.len()).collect();
+        let mut results: Vec<(usize, anyhow::Result<TrialResult>)> =
+            run_batch(ctx, &rung_jobs, &indices, r == 0)
+                .into_iter()
+                .map(|(k, res)| (alive[k], res))
+                .collect();
+        for (j, res) in &results {
+            if let Ok(t) = res {
+                if let Some(key) = t.keys.get(&h.stage) {
+                    inherited.insert(*j, key.clone());
+                    if !last {
+                        kept_keys.push(key.clone());
+                    }
+                }
+            }
+        }
+        if last {
+            finished.extend(results);
+            break;
+        }
+        // best first: a failed or metric-less trial ranks last
+        let score = |res: &anyhow::Result<TrialResult>| res.as_ref().ok().and_then(|t| t.metric);
+        results.sort_by(|a, b| {
+            match (score(&a.1), score(&b.1)) {
+                (Some(x), Some(y)) if ctx.sweep.maximize => y.total_cmp(&x),
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+            .then(a.0.cmp(&b.0))
+        });
+        let keep = results.len().div_ceil(h.eta).max(1);
+        alive = results[..keep].iter().map(|(j, _)| *j).collect();
+        alive.sort_unstable();
+        for (j, res) in results.into_iter().skip(keep) {
+            finished.insert(
+                j,
+                res.map(|mut t| {
+                    t.stopped_at = Some(budget);
+                    t
+                }),
+            );
+        }
+    }
+    for key in kept_keys {
+        let _ = ctx.cache.drop_checkpoints(&key);
+    }
+    Ok(finished)
+}
+
 /// One trial to run: its overrides and resolved plan (behind a lock so the
 /// thread that runs it can set its device).
 struct Job {
     trial: Trial,
     overrides: Vec<Override>,
     plan: Mutex<Plan>,
+    /// The run options (a halving rung keeps and inherits checkpoints).
+    options: RunOptions,
 }
 
 /// What every trial run shares.
@@ -262,7 +439,7 @@ impl TrialContext<'_> {
             ));
         }
         let started_at = now_unix();
-        let report = run::execute(&plan, self.cache, &self.cmd.run, self.progress)?;
+        let report = run::execute(&plan, self.cache, &job.options, self.progress)?;
         let run_id = format!("{started_at}-{}-trial{}", std::process::id(), job.trial.id);
         let sets: Vec<String> = job.overrides.iter().map(|o| o.flag.clone()).collect();
         save_manifest(
@@ -390,6 +567,12 @@ fn trial_result(
         same_as: None,
         error: None,
         metrics_dir: None,
+        keys: report
+            .stages
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.key.clone()?)))
+            .collect(),
+        stopped_at: None,
     };
     match read_metric(plan, report, cache, sweep) {
         Ok((value, siblings, dir)) => {
@@ -486,12 +669,27 @@ fn leaderboard(sweep: &SweepSpec, results: Vec<TrialResult>) -> Vec<Entry> {
             }
         })
         .collect();
-    board.sort_by(|a, b| match (a.mean, b.mean) {
-        (Some(x), Some(y)) if sweep.maximize => y.total_cmp(&x).then(a.config.cmp(&b.config)),
-        (Some(x), Some(y)) => x.total_cmp(&y).then(a.config.cmp(&b.config)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.config.cmp(&b.config),
+    // Trials stopped by successive halving rank after those that reached
+    // the full budget, the ones stopped at a later rung first.
+    let reached = |e: &Entry| {
+        e.trials
+            .iter()
+            .filter_map(|t| t.stopped_at)
+            .min()
+            .unwrap_or(i64::MAX)
+    };
+    board.sort_by(|a, b| {
+        reached(b)
+            .cmp(&reached(a))
+            .then_with(|| match (a.mean, b.mean) {
+                (Some(x), Some(y)) if sweep.maximize => {
+                    y.total_cmp(&x).then(a.config.cmp(&b.config))
+                }
+                (Some(x), Some(y)) => x.total_cmp(&y).then(a.config.cmp(&b.config)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.config.cmp(&b.config),
+            })
     });
     board
 }
@@ -528,6 +726,9 @@ fn metric_text(e: &Entry) -> String {
 fn status_text(e: &Entry) -> String {
     if let Some(first) = e.trials[0].same_as {
         return format!("same as trial {first}");
+    }
+    if let Some(budget) = e.trials.iter().filter_map(|t| t.stopped_at).min() {
+        return format!("stopped at budget {budget}");
     }
     let ran: usize = e.trials.iter().map(|t| t.ran).sum();
     let cached: usize = e.trials.iter().map(|t| t.cached).sum();
@@ -613,6 +814,7 @@ fn to_csv(sweep: &SweepSpec, board: &[Entry]) -> String {
         "ran".into(),
         "cached".into(),
         "same_as".into(),
+        "stopped_at".into(),
         "error".into(),
     ]);
     let mut csv = header
@@ -640,6 +842,7 @@ fn to_csv(sweep: &SweepSpec, board: &[Entry]) -> String {
             row.push(t.ran.to_string());
             row.push(t.cached.to_string());
             row.push(t.same_as.map(|s| s.to_string()).unwrap_or_default());
+            row.push(t.stopped_at.map(|s| s.to_string()).unwrap_or_default());
             row.push(t.error.clone().unwrap_or_default());
             csv.push_str(
                 &row.iter()

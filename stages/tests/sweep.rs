@@ -311,3 +311,119 @@ fn a_report_takes_a_whole_sweep_as_its_input() {
         "{md}"
     );
 }
+
+const HALVING: &str = r#"
+[pipeline]
+name = "sw"
+seed = 9
+device = "cpu"
+
+[stages.synth]
+kind = "synth"
+params = { users = 300, items = 80, min_len = 6, max_len = 15 }
+
+[stages.sequences]
+kind = "sequences"
+inputs = { events = "synth.events" }
+
+[stages.train]
+kind = "train"
+inputs = { data = "sequences.data" }
+params = { model = "gru4rec", dim = 16, layers = 1, max_len = 15, epochs = 3 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train.model", data = "sequences.data" }
+params = { k = [10], bootstrap = 0 }
+
+[sweep]
+metric = "eval.valid.ndcg@10"
+
+[sweep.grid]
+"train.lr" = [1e-4, 1e-3, 1e-2]
+"train.dropout" = [0.0, 0.3]
+
+[sweep.halving]
+param = "train.epochs"
+min = 1
+eta = 3
+"#;
+
+/// Successive halving: 6 trials at 1 epoch, the best 2 go on to 3 epochs
+/// from their 1-epoch checkpoints; the promoted winner's model is bit for
+/// bit the one a plain 3-epoch training gives.
+#[test]
+fn successive_halving_promotes_the_best_third_and_continues_their_training() {
+    let (dir, _) = setup(HALVING);
+    let d = dir.path();
+    sweep(d);
+    let counts = executions(d);
+    assert_eq!(counts["train"], 6 + 2, "{counts:?}");
+    assert_eq!(counts["eval"], 6 + 2, "{counts:?}");
+    assert_eq!(counts["synth"], 1, "{counts:?}");
+
+    let csv = std::fs::read_to_string(d.join("cache/sweeps/sw/leaderboard.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let stopped = header.iter().position(|h| h == "stopped_at").unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let stops: Vec<&str> = rows.iter().map(|r| &r[stopped]).collect();
+    assert_eq!(stops, ["", "", "1", "1", "1", "1"], "{csv}");
+    // the two promoted trainings resumed from their 1-epoch checkpoints
+    let mut resumed = 0;
+    for entry in std::fs::read_dir(d.join("cache/runs/sw"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.file_name() == "latest.json" {
+            continue;
+        }
+        let run: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        for st in run["stages"].as_array().unwrap() {
+            if st["name"] == "train"
+                && st["outcome"] == "ran"
+                && st["notes"]["resumed_after_epoch"] == "1"
+            {
+                resumed += 1;
+            }
+        }
+    }
+    assert_eq!(
+        resumed, 2,
+        "the promoted trainings did not continue from epoch 1"
+    );
+    // no checkpoint is left behind
+    let left: Vec<_> = std::fs::read_dir(d.join("cache/checkpoints"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The winner, trained for 3 epochs from scratch in another cache:
+    // the same model bytes as the promoted 1 + 2 epochs.
+    let model_hash = |cache: &str, spec: &str| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqpipe"))
+            .args(["--cache", cache, "show", spec, "train", "--json"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["stages"][0]["artifacts"]["model"]["hash"].to_string()
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqpipe"))
+        .args(["--cache", "fresh", "run", "p.best.toml", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let promoted = {
+        let out = seqpipe(d, &["run", "p.best.toml", "--quiet"]);
+        assert!(out.status.success());
+        model_hash("cache", "p.best.toml")
+    };
+    assert_eq!(model_hash("fresh", "p.best.toml"), promoted);
+}
