@@ -30,10 +30,52 @@
 //! stage, or `heads` on a `gru4rec` stage, changes nothing; `markov` is
 //! keyed on `order` only when it is not 1, so first-order keys are the ones
 //! from before `order` existed.
+//!
+//! Validation, learning-rate schedules and early stopping (neural models):
+//! after every epoch the model scores the sequences' `valid` examples in
+//! eval mode (no dropout, no random draw, no weight change) and records the
+//! validation loss (mean full-softmax cross-entropy of the target) and
+//! HR@10 / NDCG@10 over the whole catalogue, ranked as `evaluate` ranks
+//! (ties by item index, seen items kept). It costs one scoring pass over
+//! the valid split per epoch — what `evaluate` spends on it, about one
+//! forward pass of an epoch (some 10% of a GRU4Rec epoch on 2000 users and
+//! 1000 items, less with bigger catalogues, where the training softmax
+//! dominates); the run manifest's `valid_seconds` says what it took.
+//! `valid_every` (1) validates after every N-th epoch and after the last
+//! instead (0 = never: the curve's validation entries are null). Params:
+//! `schedule` ("constant" |
+//! "cosine" | "plateau"; "constant": the rate `lr` throughout); for
+//! "cosine": `warmup_epochs` (0; must be below `epochs`) and `min_lr` (0.0;
+//! in [0, lr)) — stepped every batch: the rate rises linearly over the
+//! warm-up epochs' batches to `lr` (batch s of W warm-up batches gets
+//! `lr * (s + 1) / W`), then falls along half a cosine towards `min_lr`
+//! over the remaining batches; for "plateau": `plateau_factor` (0.5; in
+//! (0, 1)) and `plateau_patience` (1) — stepped every epoch, as PyTorch's
+//! `ReduceLROnPlateau` with its defaults (mode min, relative threshold
+//! 1e-4): when the validation loss has not gone below `best * (1 - 1e-4)`
+//! for MORE than `plateau_patience` epochs in a row, the rate of the
+//! following epochs is multiplied by `plateau_factor`. `early_stopping` (0
+//! = off, else a patience in epochs) with `early_stopping_metric`
+//! ("ndcg@10" | "hr@10" | "valid_loss"; "ndcg@10"): training ends once the
+//! metric has not strictly improved for `early_stopping` epochs in a row,
+//! and the saved model holds the BEST epoch's weights (best-epoch restore;
+//! the run manifest notes `best_epoch` and, when it ended before `epochs`,
+//! `stopped_after_epoch`, both 1-based). "plateau" and early stopping need
+//! validation examples (an empty `valid.parquet` is an error) every epoch
+//! (`valid_every` = 1). These params
+//! enter a neural model's key only when they differ from their defaults
+//! (and then only those the schedule reads: `warmup_epochs` and `min_lr`
+//! with "cosine", `plateau_*` with "plateau", `early_stopping_metric` with
+//! `early_stopping` > 0; `valid_every` when not 1), so every key from
+//! before they existed is unchanged; the other models ignore them.
 //! Inputs: `data` (sequences); optional `init` (embeddings, e.g. from
 //! `embed.infonce`). Outputs: `model` (model: `config.json`,
-//! `model.safetensors`, and `training.json` with one entry per epoch for
-//! neural models).
+//! `model.safetensors`, and for neural models `training.json`: per epoch
+//! `epoch` (1-based), `train_loss`, `valid_loss`, `valid_hr@10`,
+//! `valid_ndcg@10` (null without validation examples) and `lr` (the rate of
+//! the epoch's first batch), plus `best_epoch` under early stopping; no
+//! timings, so its bytes are reproducible — seconds, sequences per second
+//! and validation seconds go to the run manifest's notes).
 //!
 //! `init` starts a neural model's item embedding table (`item_emb`) from
 //! pretrained rows, matched by ORIGINAL item id: the sequences' `vocab.parquet`
@@ -52,8 +94,9 @@
 //! `seqpipe-torch` crate and run in its worker process (see
 //! [`crate::torch_worker`]). The neural models checkpoint every epoch into the stage's
 //! checkpoint folder, which survives a killed run: the rerun resumes from the
-//! last completed epoch and, on CPU, ends bit-for-bit where an uninterrupted
-//! run would have.
+//! last completed epoch — weights, optimiser, the schedule's state, the
+//! early-stopping count and the best weights — and, on CPU, ends
+//! bit-for-bit where an uninterrupted run would have.
 
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
@@ -83,6 +126,14 @@ pub struct Params {
     pub v_filters: i64,
     pub gru_layers: i64,
     pub ffn: bool,
+    pub schedule: String,
+    pub warmup_epochs: usize,
+    pub min_lr: f64,
+    pub plateau_factor: f64,
+    pub plateau_patience: usize,
+    pub early_stopping: usize,
+    pub early_stopping_metric: String,
+    pub valid_every: usize,
 }
 
 impl Default for Params {
@@ -110,6 +161,14 @@ impl Default for Params {
             v_filters: 4,
             gru_layers: 1,
             ffn: false,
+            schedule: "constant".into(),
+            warmup_epochs: 0,
+            min_lr: 0.0,
+            plateau_factor: 0.5,
+            plateau_patience: 1,
+            early_stopping: 0,
+            early_stopping_metric: "ndcg@10".into(),
+            valid_every: 1,
         }
     }
 }
@@ -201,10 +260,19 @@ const GSREC_PARAMS: [&str; 15] = [
 
 const ITEMKNN_PARAMS: [&str; 2] = ["knn_k", "shrink"];
 
+/// The learning-rate schedules of the neural models.
+pub const SCHEDULES: [&str; 3] = ["constant", "cosine", "plateau"];
+
+/// The validation metrics early stopping can watch.
+pub const STOP_METRICS: [&str; 3] = ["ndcg@10", "hr@10", "valid_loss"];
+
 pub struct Train;
 
 /// 3: GRU4Rec's item table starts at N(0, 1) (was N(0, 1/dim)).
-pub const VERSION: u32 = 3;
+/// 4: training.json carries per-epoch validation loss, HR@10, NDCG@10 and
+/// the learning rate (the weights of default runs are unchanged, but an
+/// artifact's bytes may differ only under a new key).
+pub const VERSION: u32 = 4;
 
 impl TypedStage for Train {
     type Params = Params;
@@ -243,6 +311,14 @@ impl TypedStage for Train {
                 ParamDoc { name: "lr", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: AdamW learning rate" },
                 ParamDoc { name: "weight_decay", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: AdamW decoupled weight decay" },
                 ParamDoc { name: "clip_norm", doc: "sasrec, gru4rec, bert4rec, caser, gsrec: gradient-norm clipping (0 = off)" },
+                ParamDoc { name: "schedule", doc: "neural models: learning-rate schedule: constant | cosine (linear warm-up, then cosine decay to min_lr, per batch) | plateau (ReduceLROnPlateau on the validation loss, per epoch)" },
+                ParamDoc { name: "warmup_epochs", doc: "cosine: epochs of linear warm-up (below epochs)" },
+                ParamDoc { name: "min_lr", doc: "cosine: the rate the cosine decays to, in [0, lr)" },
+                ParamDoc { name: "plateau_factor", doc: "plateau: factor the rate is multiplied by on a plateau, in (0, 1)" },
+                ParamDoc { name: "plateau_patience", doc: "plateau: epochs without a better validation loss tolerated before a drop (drops after more than this many)" },
+                ParamDoc { name: "early_stopping", doc: "neural models: stop after this many epochs without improving early_stopping_metric and keep the best epoch's weights (0 = off)" },
+                ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
+                ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
             ],
             resource: Resource::Tensor,
         }
@@ -267,6 +343,7 @@ impl TypedStage for Train {
             if !(0.0..1.0).contains(&p.dropout) {
                 return Err(format!("dropout: {} is not in [0, 1)", p.dropout));
             }
+            validate_schedule(p)?;
         }
         if p.model == "sasrec" || p.model == "bert4rec" || p.model == "gsrec" {
             positive("heads", p.heads)?;
@@ -324,11 +401,11 @@ impl TypedStage for Train {
 
     fn canonical(&self, p: &Params) -> serde_json::Value {
         match p.model.as_str() {
-            "sasrec" => keep_params(p, &SASREC_PARAMS),
-            "gru4rec" => keep_params(p, &GRU4REC_PARAMS),
-            "bert4rec" => keep_params(p, &BERT4REC_PARAMS),
-            "caser" => keep_params(p, &CASER_PARAMS),
-            "gsrec" => keep_params(p, &GSREC_PARAMS),
+            "sasrec" => neural_key(p, &SASREC_PARAMS),
+            "gru4rec" => neural_key(p, &GRU4REC_PARAMS),
+            "bert4rec" => neural_key(p, &BERT4REC_PARAMS),
+            "caser" => neural_key(p, &CASER_PARAMS),
+            "gsrec" => neural_key(p, &GSREC_PARAMS),
             "itemknn" => keep_params(p, &ITEMKNN_PARAMS),
             // First-order keys are those from before `order` existed.
             "markov" if p.order != 1 => keep_params(p, &["order"]),
@@ -352,6 +429,89 @@ fn keep_params(p: &Params, keys: &[&str]) -> serde_json::Value {
     };
     all.retain(|k, _| k == "model" || keys.contains(&k.as_str()));
     serde_json::Value::Object(all)
+}
+
+/// A neural model's key: its `model_params`, plus the schedule and
+/// early-stopping params that are in use and differ from their defaults —
+/// so with the defaults the key is exactly the one from before they existed.
+fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
+    let mut used: Vec<&str> = model_params.to_vec();
+    let d = Params::default();
+    if p.schedule != d.schedule {
+        used.push("schedule");
+    }
+    if p.schedule == "cosine" {
+        if p.warmup_epochs != d.warmup_epochs {
+            used.push("warmup_epochs");
+        }
+        if p.min_lr != d.min_lr {
+            used.push("min_lr");
+        }
+    }
+    if p.schedule == "plateau" {
+        if p.plateau_factor != d.plateau_factor {
+            used.push("plateau_factor");
+        }
+        if p.plateau_patience != d.plateau_patience {
+            used.push("plateau_patience");
+        }
+    }
+    if p.valid_every != d.valid_every {
+        used.push("valid_every");
+    }
+    if p.early_stopping != d.early_stopping {
+        used.push("early_stopping");
+        if p.early_stopping_metric != d.early_stopping_metric {
+            used.push("early_stopping_metric");
+        }
+    }
+    keep_params(p, &used)
+}
+
+/// The schedule and early-stopping params of a neural model.
+fn validate_schedule(p: &Params) -> Result<(), String> {
+    if !SCHEDULES.contains(&p.schedule.as_str()) {
+        return Err(format!(
+            "schedule: unknown schedule {:?} ({})",
+            p.schedule,
+            SCHEDULES.join(", ")
+        ));
+    }
+    if p.schedule == "cosine" {
+        if p.warmup_epochs >= p.epochs {
+            return Err(format!(
+                "warmup_epochs: must be below epochs ({}), not {}",
+                p.epochs, p.warmup_epochs
+            ));
+        }
+        if !(p.min_lr >= 0.0 && p.min_lr < p.lr) {
+            return Err(format!(
+                "min_lr: must be in [0, lr = {}), not {}",
+                p.lr, p.min_lr
+            ));
+        }
+    }
+    if p.schedule == "plateau" && !(p.plateau_factor > 0.0 && p.plateau_factor < 1.0) {
+        return Err(format!(
+            "plateau_factor: must be in (0, 1), not {}",
+            p.plateau_factor
+        ));
+    }
+    if p.early_stopping > 0 && !STOP_METRICS.contains(&p.early_stopping_metric.as_str()) {
+        return Err(format!(
+            "early_stopping_metric: unknown metric {:?} ({})",
+            p.early_stopping_metric,
+            STOP_METRICS.join(", ")
+        ));
+    }
+    if p.valid_every != 1 && (p.schedule == "plateau" || p.early_stopping > 0) {
+        return Err(format!(
+            "valid_every: must be 1 with schedule = \"plateau\" or early_stopping, which read \
+             every epoch's validation, not {}",
+            p.valid_every
+        ));
+    }
+    Ok(())
 }
 
 fn positive(key: &str, value: i64) -> Result<(), String> {
@@ -380,6 +540,14 @@ mod tests {
             "v_filters",
             "gru_layers",
             "ffn",
+            "schedule",
+            "warmup_epochs",
+            "min_lr",
+            "plateau_factor",
+            "plateau_patience",
+            "early_stopping",
+            "early_stopping_metric",
+            "valid_every",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -394,9 +562,214 @@ mod tests {
             v_filters: 9,
             gru_layers: 3,
             ffn: true,
+            // Unread: the schedule is constant and early stopping is off.
+            warmup_epochs: 3,
+            min_lr: 1e-5,
+            plateau_factor: 0.1,
+            plateau_patience: 4,
+            early_stopping_metric: "valid_loss".into(),
             ..p
         };
         assert_eq!(Train.canonical(&other), before);
+    }
+
+    /// The key's schedule and early-stopping entries for `p`, as
+    /// (name, value) pairs beyond `model`'s own params.
+    fn schedule_entries(p: &Params) -> Vec<(String, serde_json::Value)> {
+        let base = Train.canonical(&Params {
+            schedule: "constant".into(),
+            early_stopping: 0,
+            ..p.clone()
+        });
+        let key = Train.canonical(p);
+        let mut extra: Vec<(String, serde_json::Value)> = key
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| !base.as_object().unwrap().contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        extra.sort_by(|a, b| a.0.cmp(&b.0));
+        extra
+    }
+
+    #[test]
+    fn schedule_params_enter_neural_keys_only_when_used_and_not_default() {
+        use serde_json::json;
+        for model in NEURAL {
+            let p = Params {
+                model: model.into(),
+                max_len: 5,
+                ..Params::default()
+            };
+            assert!(schedule_entries(&p).is_empty(), "{model}");
+            let cosine = Params {
+                schedule: "cosine".into(),
+                ..p.clone()
+            };
+            assert_eq!(
+                schedule_entries(&cosine),
+                [("schedule".to_string(), json!("cosine"))],
+                "{model}"
+            );
+            let cosine = Params {
+                warmup_epochs: 2,
+                min_lr: 1e-5,
+                plateau_patience: 9,
+                ..cosine
+            };
+            assert_eq!(
+                schedule_entries(&cosine),
+                [
+                    ("min_lr".to_string(), json!(1e-5)),
+                    ("schedule".to_string(), json!("cosine")),
+                    ("warmup_epochs".to_string(), json!(2)),
+                ],
+                "{model}"
+            );
+            let plateau = Params {
+                schedule: "plateau".into(),
+                plateau_factor: 0.2,
+                warmup_epochs: 2,
+                ..p.clone()
+            };
+            assert_eq!(
+                schedule_entries(&plateau),
+                [
+                    ("plateau_factor".to_string(), json!(0.2)),
+                    ("schedule".to_string(), json!("plateau")),
+                ],
+                "{model}"
+            );
+            let stopping = Params {
+                early_stopping: 3,
+                ..p.clone()
+            };
+            assert_eq!(
+                schedule_entries(&stopping),
+                [("early_stopping".to_string(), json!(3))],
+                "{model}"
+            );
+            let stopping = Params {
+                early_stopping_metric: "valid_loss".into(),
+                ..stopping
+            };
+            assert_eq!(
+                schedule_entries(&stopping),
+                [
+                    ("early_stopping".to_string(), json!(3)),
+                    ("early_stopping_metric".to_string(), json!("valid_loss")),
+                ],
+                "{model}"
+            );
+            let sparse = Params {
+                valid_every: 0,
+                ..p.clone()
+            };
+            assert_eq!(Train.canonical(&sparse)["valid_every"], json!(0), "{model}");
+        }
+        // The other models ignore them, in key and validation alike.
+        for model in ["pop", "markov", "itemknn"] {
+            let p = Params {
+                model: model.into(),
+                ..Params::default()
+            };
+            let q = Params {
+                schedule: "linear".into(),
+                early_stopping: 2,
+                early_stopping_metric: "mrr".into(),
+                ..p.clone()
+            };
+            assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
+            assert!(Train.validate(&q).is_ok(), "{model}");
+        }
+    }
+
+    #[test]
+    fn schedule_params_are_validated_by_name() {
+        let p = Params {
+            model: "gru4rec".into(),
+            epochs: 5,
+            ..Params::default()
+        };
+        let err = |q: Params| Train.validate(&q).unwrap_err();
+        assert_eq!(
+            err(Params {
+                schedule: "linear".into(),
+                ..p.clone()
+            }),
+            r#"schedule: unknown schedule "linear" (constant, cosine, plateau)"#
+        );
+        let cosine = Params {
+            schedule: "cosine".into(),
+            ..p.clone()
+        };
+        assert!(Train
+            .validate(&Params {
+                warmup_epochs: 4,
+                ..cosine.clone()
+            })
+            .is_ok());
+        assert_eq!(
+            err(Params {
+                warmup_epochs: 5,
+                ..cosine.clone()
+            }),
+            "warmup_epochs: must be below epochs (5), not 5"
+        );
+        for min_lr in [-1e-4, 1e-3, 1.0, f64::NAN] {
+            let e = err(Params {
+                min_lr,
+                ..cosine.clone()
+            });
+            assert!(e.starts_with("min_lr: must be in [0, lr = 0.001)"), "{e}");
+        }
+        for plateau_factor in [0.0, 1.0, 1.5, f64::NAN] {
+            let e = err(Params {
+                schedule: "plateau".into(),
+                plateau_factor,
+                ..p.clone()
+            });
+            assert!(e.starts_with("plateau_factor: must be in (0, 1)"), "{e}");
+        }
+        assert_eq!(
+            err(Params {
+                early_stopping: 2,
+                early_stopping_metric: "mrr".into(),
+                ..p.clone()
+            }),
+            r#"early_stopping_metric: unknown metric "mrr" (ndcg@10, hr@10, valid_loss)"#
+        );
+        for q in [
+            Params {
+                schedule: "plateau".into(),
+                valid_every: 2,
+                ..p.clone()
+            },
+            Params {
+                early_stopping: 1,
+                valid_every: 0,
+                ..p.clone()
+            },
+        ] {
+            assert!(err(q).starts_with("valid_every: must be 1 with"));
+        }
+        assert!(Train
+            .validate(&Params {
+                schedule: "cosine".into(),
+                valid_every: 3,
+                ..p.clone()
+            })
+            .is_ok());
+        // Unread settings are not checked: no warm-up without cosine, no
+        // metric without early stopping.
+        assert!(Train
+            .validate(&Params {
+                warmup_epochs: 50,
+                early_stopping_metric: "mrr".into(),
+                ..p
+            })
+            .is_ok());
     }
 
     #[test]

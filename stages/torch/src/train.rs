@@ -15,8 +15,11 @@ use crate::models::bert4rec::Bert4RecConfig;
 use crate::models::caser::CaserConfig;
 use crate::models::gru4rec::Gru4RecConfig;
 use crate::models::gsrec::GsRecConfig;
+use crate::models::optim::Schedule;
 use crate::models::sasrec::SasRecConfig;
-use crate::models::trainer::{self, ItemInit, ModelConfig, TrainConfig};
+use crate::models::trainer::{
+    self, EarlyStopping, ItemInit, ModelConfig, StopMetric, TrainConfig, TrainData, Trained,
+};
 use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop};
 
 pub struct TrainImpl;
@@ -122,7 +125,8 @@ impl TypedStage for TrainImpl {
 }
 
 /// Trains a neural model through the shared trainer: progress bar, resume
-/// message and notes are the same for every model.
+/// message, validation, schedule, early stopping and notes are the same for
+/// every model.
 fn train_neural<C: ModelConfig>(
     model: &C,
     p: &Params,
@@ -132,14 +136,18 @@ fn train_neural<C: ModelConfig>(
 ) -> anyhow::Result<()> {
     let device = crate::device::resolve(ctx.device)?;
     crate::note_runtime(ctx, device);
-    let cfg = TrainConfig {
-        epochs: p.epochs,
-        batch_size: p.batch_size,
-        lr: p.lr,
-        weight_decay: p.weight_decay,
-        clip_norm: p.clip_norm,
-        ..TrainConfig::default()
-    };
+    let cfg = train_config(p)?;
+    if let (Some(user), true) = (cfg.needs_validation(), data.valid.is_empty()) {
+        let param = if cfg.early_stopping.is_some() {
+            "early_stopping"
+        } else {
+            "schedule"
+        };
+        anyhow::bail!(
+            "params.{param}: {user} reads the validation split, but the sequences \
+             have no validation examples (valid.parquet is empty)"
+        );
+    }
     let seqs: Vec<Vec<i64>> = data
         .train
         .iter()
@@ -167,49 +175,140 @@ fn train_neural<C: ModelConfig>(
     let stage = ctx.stage.to_string();
     let mut on_epoch = |s: &trainer::EpochStats| {
         bar.set_position(s.epoch as u64 + 1);
-        bar.set_message(format!("loss {:.4}", s.train_loss));
-        tracing::info!(
-            "{stage}: epoch {} loss {:.4} ({:.1}s, {:.0} seq/s)",
-            s.epoch + 1,
-            s.train_loss,
-            s.seconds,
-            s.samples_per_sec
-        );
+        bar.set_message(match s.valid {
+            Some(v) => format!(
+                "loss {:.4}, valid ndcg@10 {:.4}",
+                s.train_loss, v.ndcg_at_10
+            ),
+            None => format!("loss {:.4}", s.train_loss),
+        });
+        tracing::info!("{stage}: {}", epoch_line(s));
     };
-    let (vs, stats) = trainer::train_from(
+    let train_data = TrainData {
+        train: &seqs,
+        valid: &data.valid,
+        init: init.as_ref(),
+    };
+    let trained = trainer::fit(
         model,
         &cfg,
-        &seqs,
+        &train_data,
         ctx.seed,
         device,
         &ctx.checkpoint_dir,
-        init.as_ref(),
         &mut on_epoch,
     )?;
     bar.finish_and_clear();
     // config.json is tagged with the model name so `models::load` can dispatch.
-    trainer::save_model(&vs, model, out)
+    trainer::save_model(&trained.vs, model, out)
         .with_context(|| format!("{}: saving the trained {}", ctx.stage, C::NAME))?;
-    write_training_log(out, &stats)?;
-    // Timings are facts about this run, not about the model: they go to the
-    // manifest, so the artifact's bytes (and hash) do not depend on them.
-    let trained: Vec<_> = stats.iter().skip(resumed).collect();
-    if !trained.is_empty() {
-        let seconds: f64 = trained.iter().map(|s| s.seconds).sum();
-        let rate = trained.iter().map(|s| s.samples_per_sec).sum::<f64>() / trained.len() as f64;
-        ctx.note("train_seconds", format!("{seconds:.2}"));
-        ctx.note("sequences_per_second", format!("{rate:.0}"));
-    }
+    write_training_log(out, &trained)?;
+    note_outcome(ctx, &trained, resumed);
     Ok(())
 }
 
-/// `training.json`: the loss of every epoch, and nothing run-dependent.
-fn write_training_log(out: &Path, stats: &[trainer::EpochStats]) -> anyhow::Result<()> {
-    let epochs: Vec<_> = stats
+/// The trainer's config from the stage's params (already validated).
+fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
+    let schedule = match p.schedule.as_str() {
+        "constant" => Schedule::Constant,
+        "cosine" => Schedule::Cosine {
+            warmup_epochs: p.warmup_epochs,
+            min_lr: p.min_lr,
+        },
+        "plateau" => Schedule::Plateau {
+            factor: p.plateau_factor,
+            patience: p.plateau_patience,
+        },
+        other => anyhow::bail!("params.schedule: no implementation for schedule {other:?}"),
+    };
+    let early_stopping = match p.early_stopping {
+        0 => None,
+        patience => Some(EarlyStopping {
+            patience,
+            metric: StopMetric::from_name(&p.early_stopping_metric).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "params.early_stopping_metric: no implementation for {:?}",
+                    p.early_stopping_metric
+                )
+            })?,
+        }),
+    };
+    Ok(TrainConfig {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        lr: p.lr,
+        weight_decay: p.weight_decay,
+        clip_norm: p.clip_norm,
+        schedule,
+        early_stopping,
+        valid_every: p.valid_every,
+        ..TrainConfig::default()
+    })
+}
+
+/// "epoch 3 loss 4.1234 valid 4.3012 ndcg@10 0.1234 lr 1.000e-3 (1.2s + 0.1s, 5230 seq/s)":
+/// the epoch's log line (training seconds + validation seconds).
+fn epoch_line(s: &trainer::EpochStats) -> String {
+    let valid = s.valid.map_or(String::new(), |v| {
+        format!(" valid {:.4} ndcg@10 {:.4}", v.loss, v.ndcg_at_10)
+    });
+    format!(
+        "epoch {} loss {:.4}{valid} lr {:.3e} ({:.1}s + {:.1}s, {:.0} seq/s)",
+        s.epoch + 1,
+        s.train_loss,
+        s.lr,
+        s.seconds,
+        s.valid_seconds,
+        s.samples_per_sec
+    )
+}
+
+/// The run-manifest notes: timings of the epochs this run trained (facts
+/// about the run, not the model, so they stay out of the artifact) and,
+/// under early stopping, the best epoch (1-based) and where training
+/// stopped.
+fn note_outcome(ctx: &mut StageContext<'_>, trained: &Trained, resumed: usize) {
+    let fresh: Vec<_> = trained.stats.iter().skip(resumed).collect();
+    if !fresh.is_empty() {
+        let seconds: f64 = fresh.iter().map(|s| s.seconds).sum();
+        let valid: f64 = fresh.iter().map(|s| s.valid_seconds).sum();
+        let rate = fresh.iter().map(|s| s.samples_per_sec).sum::<f64>() / fresh.len() as f64;
+        ctx.note("train_seconds", format!("{seconds:.2}"));
+        ctx.note("sequences_per_second", format!("{rate:.0}"));
+        ctx.note("valid_seconds", format!("{valid:.2}"));
+    }
+    if let Some(best) = trained.best_epoch {
+        ctx.note("best_epoch", best + 1);
+    }
+    if trained.stopped_early {
+        ctx.note("stopped_after_epoch", trained.stats.len());
+    }
+}
+
+/// `training.json`: per epoch (1-based) the training loss, the validation
+/// loss, HR@10 and NDCG@10 (null without validation examples) and the
+/// learning rate; under early stopping also `best_epoch`, the epoch whose
+/// weights were saved. Nothing run-dependent (no timings), so the bytes are
+/// reproducible.
+fn write_training_log(out: &Path, trained: &Trained) -> anyhow::Result<()> {
+    let epochs: Vec<_> = trained
+        .stats
         .iter()
-        .map(|s| serde_json::json!({ "epoch": s.epoch + 1, "train_loss": s.train_loss }))
+        .map(|s| {
+            serde_json::json!({
+                "epoch": s.epoch + 1,
+                "train_loss": s.train_loss,
+                "valid_loss": s.valid.map(|v| v.loss),
+                "valid_hr@10": s.valid.map(|v| v.hr_at_10),
+                "valid_ndcg@10": s.valid.map(|v| v.ndcg_at_10),
+                "lr": s.lr,
+            })
+        })
         .collect();
-    let log = serde_json::json!({ "epochs": epochs });
+    let mut log = serde_json::json!({ "epochs": epochs });
+    if let Some(best) = trained.best_epoch {
+        log["best_epoch"] = (best + 1).into();
+    }
     std::fs::write(out.join("training.json"), serde_json::to_vec_pretty(&log)?)?;
     Ok(())
 }

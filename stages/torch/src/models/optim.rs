@@ -10,9 +10,17 @@
 //!
 //! Weight decay applies only to parameters with two or more dimensions
 //! (matrices and embedding tables); biases and LayerNorm gains are not decayed.
+//!
+//! [`LrScheduler`] sets the optimiser's rate batch by batch from a
+//! [`Schedule`]: constant, cosine with linear warm-up (a function of the
+//! batch's position in the whole training, so it needs no saved state), or
+//! reduce-on-plateau on the validation loss (whose state a checkpoint saves
+//! through [`SchedulerState`]).
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use super::infonce::Plateau;
 
 /// Hyper-parameters of [`AdamW`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -245,6 +253,159 @@ impl AdamW {
             anyhow::bail!("optimizer state has unknown tensor `{extra}`");
         }
         self.step = step;
+        Ok(())
+    }
+}
+
+/// How the learning rate moves over a training.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Per batch: linear warm-up over the first `warmup_epochs` epochs'
+    /// batches, then half a cosine from the base rate down to `min_lr` over
+    /// the remaining ones ([`cosine_lr`]).
+    Cosine { warmup_epochs: usize, min_lr: f64 },
+    /// Per epoch: the rate is multiplied by `factor` after more than
+    /// `patience` epochs without a better validation loss (PyTorch's
+    /// `ReduceLROnPlateau` with its defaults, see [`Plateau`]).
+    Plateau { factor: f64, patience: usize },
+}
+
+impl Schedule {
+    /// Whether the schedule reads the validation loss.
+    pub fn needs_validation(&self) -> bool {
+        matches!(self, Schedule::Plateau { .. })
+    }
+
+    /// Checks the schedule's settings against the training's `epochs` and
+    /// base rate `lr`.
+    pub fn validate(&self, epochs: usize, lr: f64) -> anyhow::Result<()> {
+        match *self {
+            Schedule::Constant => {}
+            Schedule::Cosine {
+                warmup_epochs,
+                min_lr,
+            } => {
+                anyhow::ensure!(
+                    warmup_epochs < epochs.max(1),
+                    "warmup_epochs must be below epochs ({epochs}), not {warmup_epochs}"
+                );
+                anyhow::ensure!(
+                    (0.0..lr).contains(&min_lr),
+                    "min_lr must be in [0, lr = {lr}), not {min_lr}"
+                );
+            }
+            Schedule::Plateau { factor, .. } => anyhow::ensure!(
+                factor > 0.0 && factor < 1.0,
+                "plateau_factor must be in (0, 1), not {factor}"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// The cosine schedule's rate for batch `step` (0-based, counted over the
+/// whole training) of `total`, the first `warmup` of which warm up:
+///
+/// - `step < warmup`: `base * (step + 1) / warmup`, rising linearly to the
+///   base rate at the last warm-up batch (never 0, which would waste a step);
+/// - after: `min_lr + (base - min_lr) * (1 + cos(pi * p)) / 2` with
+///   `p = (step - warmup) / (total - warmup)`, from the base rate at the
+///   first batch after warm-up towards `min_lr` (reached just after the last
+///   batch), as Hugging Face's `get_cosine_schedule_with_warmup`.
+pub fn cosine_lr(base: f64, min_lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// A [`Schedule`] applied to one training: the rate of every batch.
+pub struct LrScheduler {
+    schedule: Schedule,
+    base: f64,
+    epochs: usize,
+    batches_per_epoch: usize,
+    state: SchedulerState,
+}
+
+/// What a checkpoint saves of an [`LrScheduler`]: the epoch-level rate
+/// (the base rate, lowered by plateau drops) as exact bits, and the
+/// plateau's tracking.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SchedulerState {
+    lr_bits: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plateau: Option<Plateau>,
+}
+
+impl LrScheduler {
+    /// `schedule` from base rate `base` over `epochs` epochs of
+    /// `batches_per_epoch` batches each.
+    pub fn new(schedule: &Schedule, base: f64, epochs: usize, batches_per_epoch: usize) -> Self {
+        let plateau = match *schedule {
+            Schedule::Plateau { factor, patience } => Some(Plateau::new(factor, patience)),
+            _ => None,
+        };
+        LrScheduler {
+            schedule: schedule.clone(),
+            base,
+            epochs,
+            batches_per_epoch,
+            state: SchedulerState {
+                lr_bits: base.to_bits(),
+                plateau,
+            },
+        }
+    }
+
+    /// The rate for batch `batch` of epoch `epoch` (both 0-based).
+    pub fn lr(&self, epoch: usize, batch: usize) -> f64 {
+        match self.schedule {
+            Schedule::Constant | Schedule::Plateau { .. } => f64::from_bits(self.state.lr_bits),
+            Schedule::Cosine {
+                warmup_epochs,
+                min_lr,
+            } => cosine_lr(
+                self.base,
+                min_lr,
+                epoch * self.batches_per_epoch + batch,
+                warmup_epochs * self.batches_per_epoch,
+                self.epochs * self.batches_per_epoch,
+            ),
+        }
+    }
+
+    /// Ends an epoch: a plateau schedule records its validation loss (and
+    /// may lower the rate of the following epochs); the others ignore it.
+    pub fn end_epoch(&mut self, valid_loss: Option<f64>) -> anyhow::Result<()> {
+        if let Some(plateau) = &mut self.state.plateau {
+            let loss = valid_loss.ok_or_else(|| {
+                anyhow::anyhow!("the plateau schedule needs a validation loss every epoch")
+            })?;
+            let lr = plateau.step(loss, f64::from_bits(self.state.lr_bits));
+            self.state.lr_bits = lr.to_bits();
+        }
+        Ok(())
+    }
+
+    pub fn state(&self) -> &SchedulerState {
+        &self.state
+    }
+
+    /// Continues from a checkpoint's state; it must come from the same
+    /// schedule.
+    pub fn restore(&mut self, state: SchedulerState) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            state.plateau.is_some() == self.state.plateau.is_some(),
+            "the checkpoint's learning-rate schedule state is not a {:?} schedule's",
+            self.schedule
+        );
+        self.state = state;
         Ok(())
     }
 }

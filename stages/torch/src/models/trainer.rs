@@ -38,12 +38,31 @@
 //! fresh start only; they draw nothing, so every other variable starts as
 //! it would without them.
 //!
+//! Validation: after every epoch (or every [`TrainConfig::valid_every`]-th),
+//! when [`TrainData::valid`] holds examples,
+//! the model scores their histories in eval mode (no dropout, no RNG draw,
+//! no gradient) and [`validate`] records the mean full-softmax cross-entropy
+//! of the targets and HR@10 / NDCG@10 over the whole catalogue, ranked as
+//! the `evaluate` stage ranks ([`metrics::rank_of`]: ties by item index,
+//! nothing excluded). It changes no weight, so a training's weights do not
+//! depend on whether it validates.
+//!
+//! Learning rate: [`TrainConfig::schedule`] ([`Schedule`]: constant, cosine
+//! with warm-up stepped per batch, or reduce-on-plateau on the validation
+//! loss stepped per epoch). Early stopping ([`TrainConfig::early_stopping`])
+//! watches a validation metric, ends the training once it has not improved
+//! for `patience` epochs, and hands back the BEST epoch's weights.
+//!
 //! Checkpoint layout in `checkpoint_dir`: `checkpoint.json` (the commit
-//! point: configuration, epochs done, stats, and the name of the tensor file)
+//! point: configuration, epochs done, stats with their exact bits, the
+//! schedule's and early stopping's state, and the name of the tensor file)
 //! and `checkpoint-epochNNNNN.safetensors` (`model.<var>` and
-//! `optim.<state>` tensors). Files are written to a temporary name, synced
+//! `optim.<state>` tensors, plus `best.<var>`, the best epoch's weights,
+//! under early stopping). Files are written to a temporary name, synced
 //! and renamed; the tensor file of the previous checkpoint is removed only
-//! after the new `checkpoint.json` is in place.
+//! after the new `checkpoint.json` is in place. So a resumed run continues
+//! the schedule, the early-stopping count and the best weights exactly
+//! where the killed one left them.
 
 use std::fs;
 use std::path::Path;
@@ -54,12 +73,15 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use seqpipe_stages::metrics;
+use seqpipe_stages::seqdata::Example;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::models::optim::{AdamW, AdamWConfig};
+use crate::models::left_pad_batch;
+use crate::models::optim::{AdamW, AdamWConfig, LrScheduler, Schedule, SchedulerState};
 
 /// A model's hyper-parameters, as the trainer needs them. Serialised next to
 /// the weights (`config.json`, tagged with [`ModelConfig::NAME`]) and into
@@ -129,7 +151,7 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Sequences per batch.
     pub batch_size: usize,
-    /// AdamW learning rate (constant).
+    /// AdamW learning rate: the base rate [`TrainConfig::schedule`] starts from.
     pub lr: f64,
     /// Decoupled weight decay on matrices and embedding tables.
     pub weight_decay: f64,
@@ -138,6 +160,26 @@ pub struct TrainConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// How the rate moves (constant by default). Left out of the JSON when
+    /// constant, so checkpoints from before schedules existed still resume.
+    #[serde(skip_serializing_if = "is_constant")]
+    pub schedule: Schedule,
+    /// Early stopping with best-epoch restore; off when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Validate after every `valid_every`-th epoch and after the last (1:
+    /// every epoch, the default; 0: never). The plateau schedule and early
+    /// stopping read every epoch's validation, so they need 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub valid_every: usize,
+}
+
+fn is_constant(s: &Schedule) -> bool {
+    *s == Schedule::Constant
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainConfig {
@@ -151,6 +193,9 @@ impl Default for TrainConfig {
             beta1: 0.9,
             beta2: 0.98,
             eps: 1e-8,
+            schedule: Schedule::Constant,
+            early_stopping: None,
+            valid_every: 1,
         }
     }
 }
@@ -165,7 +210,49 @@ impl TrainConfig {
             "beta1 and beta2 must be in [0, 1)"
         );
         ensure!(self.eps > 0.0, "eps must be positive");
+        self.schedule.validate(self.epochs, self.lr)?;
+        if let Some(stop) = &self.early_stopping {
+            ensure!(stop.patience >= 1, "early stopping's patience must be >= 1");
+        }
+        if let Some(user) = self.needs_validation() {
+            ensure!(
+                self.valid_every == 1,
+                "valid_every must be 1 with {user}, which reads every epoch's validation"
+            );
+        }
         Ok(())
+    }
+
+    /// Whether epoch `epoch` (0-based) ends with a validation (when there
+    /// are examples).
+    pub fn validates_after(&self, epoch: usize) -> bool {
+        self.valid_every > 0
+            && ((epoch + 1).is_multiple_of(self.valid_every) || epoch + 1 == self.epochs)
+    }
+
+    /// What needs validation examples ("the plateau schedule", "early
+    /// stopping"), or `None` when nothing does.
+    pub fn needs_validation(&self) -> Option<&'static str> {
+        if self.early_stopping.is_some() {
+            Some("early stopping")
+        } else if self.schedule.needs_validation() {
+            Some("the plateau schedule")
+        } else {
+            None
+        }
+    }
+
+    /// The config a checkpoint must match to be resumed: all of it but
+    /// `epochs`, which may grow on resume — except under the cosine
+    /// schedule, whose every rate depends on the total.
+    fn resume_json(&self) -> Result<serde_json::Value> {
+        let mut json = serde_json::to_value(self)?;
+        if !matches!(self.schedule, Schedule::Cosine { .. }) {
+            if let Some(obj) = json.as_object_mut() {
+                obj.remove("epochs");
+            }
+        }
+        Ok(json)
     }
 
     fn adamw(&self) -> AdamWConfig {
@@ -180,6 +267,72 @@ impl TrainConfig {
     }
 }
 
+/// Early stopping: end the training once `metric` has not improved for
+/// `patience` epochs in a row, and keep the best epoch's weights.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    /// Epochs without improvement that end the training (>= 1).
+    pub patience: usize,
+    pub metric: StopMetric,
+}
+
+/// The validation number early stopping watches.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMetric {
+    /// NDCG@10, higher is better.
+    #[serde(rename = "ndcg@10")]
+    NdcgAt10,
+    /// HR@10, higher is better.
+    #[serde(rename = "hr@10")]
+    HrAt10,
+    /// The validation loss, lower is better.
+    #[serde(rename = "valid_loss")]
+    ValidLoss,
+}
+
+impl StopMetric {
+    /// Every metric with its name (the `train` stage's
+    /// `early_stopping_metric` values).
+    pub const ALL: [(&'static str, StopMetric); 3] = [
+        ("ndcg@10", StopMetric::NdcgAt10),
+        ("hr@10", StopMetric::HrAt10),
+        ("valid_loss", StopMetric::ValidLoss),
+    ];
+
+    /// The metric called `name`, if any.
+    pub fn from_name(name: &str) -> Option<StopMetric> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    }
+
+    fn of(self, v: &Validation) -> f64 {
+        match self {
+            StopMetric::NdcgAt10 => v.ndcg_at_10,
+            StopMetric::HrAt10 => v.hr_at_10,
+            StopMetric::ValidLoss => v.loss,
+        }
+    }
+
+    /// Whether `value` is strictly better than `best`.
+    fn improves(self, value: f64, best: f64) -> bool {
+        match self {
+            StopMetric::ValidLoss => value < best,
+            StopMetric::NdcgAt10 | StopMetric::HrAt10 => value > best,
+        }
+    }
+}
+
+/// A model's numbers on held-out examples ([`validate`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// Mean full-softmax cross-entropy of the targets.
+    pub loss: f64,
+    /// Share of targets ranked 10th or better among all items.
+    pub hr_at_10: f64,
+    /// Mean of `1 / log2(rank + 1)` over targets ranked 10th or better (0
+    /// for the others).
+    pub ndcg_at_10: f64,
+}
+
 /// What one epoch did.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EpochStats {
@@ -188,10 +341,24 @@ pub struct EpochStats {
     /// Mean cross-entropy per predicted position over the epoch (weighted by
     /// positions, computed with the weights of the moment, dropout on).
     pub train_loss: f64,
-    /// Wall-clock seconds of the epoch's training (checkpointing excluded).
+    /// The learning rate of the epoch's first batch (the cosine schedule
+    /// changes it every batch; the others hold it for the epoch). 0 in
+    /// stats restored from checkpoints written before rates were recorded.
+    #[serde(default)]
+    pub lr: f64,
+    /// The model on the validation examples after the epoch; `None`
+    /// without them, or when the epoch did not validate
+    /// ([`TrainConfig::valid_every`]).
+    #[serde(default)]
+    pub valid: Option<Validation>,
+    /// Wall-clock seconds of the epoch's training (validation and
+    /// checkpointing excluded).
     pub seconds: f64,
     /// Training sequences per second.
     pub samples_per_sec: f64,
+    /// Wall-clock seconds of the epoch's validation.
+    #[serde(default)]
+    pub valid_seconds: f64,
 }
 
 static TORCH_RNG: Mutex<()> = Mutex::new(());
@@ -225,6 +392,56 @@ struct CheckpointMeta {
     /// from; absent without them, so older checkpoints still resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     init: Option<u64>,
+    /// [`valid_fingerprint`] of the validation examples; absent without
+    /// them (and in checkpoints written before validation existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    valid_data: Option<u64>,
+    /// Exact bits of each epoch's rate and validation numbers (empty in
+    /// checkpoints written before they were recorded).
+    #[serde(default)]
+    epoch_bits: Vec<EpochBits>,
+    /// The learning-rate schedule's state after `epochs_done` epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduler: Option<SchedulerState>,
+    /// Early stopping's state, under early stopping (the best weights are
+    /// the tensor file's `best.<var>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stopping: Option<Watch>,
+}
+
+/// One epoch's floats other than the training loss, as exact bits
+/// (decimal JSON may not round-trip, and a resumed run must compare and
+/// write exactly what the uninterrupted one would).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct EpochBits {
+    lr: u64,
+    /// loss, HR@10, NDCG@10.
+    valid: Option<[u64; 3]>,
+}
+
+impl EpochBits {
+    fn of(s: &EpochStats) -> EpochBits {
+        EpochBits {
+            lr: s.lr.to_bits(),
+            valid: s.valid.map(|v| {
+                [
+                    v.loss.to_bits(),
+                    v.hr_at_10.to_bits(),
+                    v.ndcg_at_10.to_bits(),
+                ]
+            }),
+        }
+    }
+
+    /// Puts the exact values back into `s`.
+    fn restore(&self, s: &mut EpochStats) {
+        s.lr = f64::from_bits(self.lr);
+        s.valid = self.valid.map(|[loss, hr, ndcg]| Validation {
+            loss: f64::from_bits(loss),
+            hr_at_10: f64::from_bits(hr),
+            ndcg_at_10: f64::from_bits(ndcg),
+        });
+    }
 }
 
 /// Pretrained rows for a model's item table (`item_emb`), copied over its
@@ -290,6 +507,7 @@ impl ItemInit {
 /// with `model_cfg.build(&vs.root())`, which then draws nothing) and the
 /// stats of all epochs, restored ones included. A checkpoint with more epochs than `cfg.epochs`
 /// is an error; one with exactly `cfg.epochs` is returned without training.
+/// Without validation examples; see [`fit`] for them.
 pub fn train<C: ModelConfig>(
     model_cfg: &C,
     cfg: &TrainConfig,
@@ -327,19 +545,85 @@ pub fn train_from<C: ModelConfig>(
     init: Option<&ItemInit>,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(VarStore, Vec<EpochStats>)> {
+    let data = TrainData {
+        train: train_seqs,
+        valid: &[],
+        init,
+    };
+    let trained = fit(
+        model_cfg,
+        cfg,
+        &data,
+        seed,
+        device,
+        checkpoint_dir,
+        on_epoch,
+    )?;
+    Ok((trained.vs, trained.stats))
+}
+
+/// What [`fit`] trains and validates on.
+pub struct TrainData<'a> {
+    /// One chronological item sequence per user, items in `1..=num_items`.
+    pub train: &'a [Vec<i64>],
+    /// Held-out examples (history → next item) scored after every epoch;
+    /// may be empty unless the schedule or early stopping reads them
+    /// ([`TrainConfig::needs_validation`]).
+    pub valid: &'a [Example],
+    /// Pretrained item rows, as for [`train_from`].
+    pub init: Option<&'a ItemInit>,
+}
+
+/// A finished [`fit`].
+pub struct Trained {
+    /// The model's variables: the last epoch's, or under early stopping the
+    /// best epoch's.
+    pub vs: VarStore,
+    /// Every epoch's stats, restored ones included.
+    pub stats: Vec<EpochStats>,
+    /// Under early stopping: the 0-based epoch whose weights `vs` holds.
+    pub best_epoch: Option<usize>,
+    /// Whether early stopping ended the training before `cfg.epochs`.
+    pub stopped_early: bool,
+}
+
+/// [`train_from`] with validation after every epoch (when `data.valid` has
+/// examples), the learning-rate schedule and early stopping of `cfg`, and
+/// the outcome in full. Resuming works as for [`train`]; a checkpoint also
+/// restores the schedule's state, the early-stopping count and the best
+/// weights, and one whose training stopped early is returned without
+/// training. Under the cosine schedule `epochs` must match the
+/// checkpoint's too, as every rate depends on it.
+pub fn fit<C: ModelConfig>(
+    model_cfg: &C,
+    cfg: &TrainConfig,
+    data: &TrainData<'_>,
+    seed: u64,
+    device: Device,
+    checkpoint_dir: &Path,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<Trained> {
     model_cfg.check()?;
     cfg.validate()?;
-    let windows = training_windows(train_seqs, model_cfg.num_items(), model_cfg.max_len())?;
+    if let Some(user) = cfg.needs_validation() {
+        ensure!(
+            !data.valid.is_empty(),
+            "{user} needs validation examples, and there are none"
+        );
+    }
+    let windows = training_windows(data.train, model_cfg.num_items(), model_cfg.max_len())?;
     ensure!(
         !windows.is_empty(),
         "no training sequence has at least two items"
     );
-    let fingerprint = data_fingerprint(train_seqs);
-    let model_json = serde_json::to_value(model_cfg)?;
-    let mut train_json = serde_json::to_value(cfg)?;
-    if let Some(obj) = train_json.as_object_mut() {
-        obj.remove("epochs");
-    }
+    let identity = RunIdentity {
+        seed,
+        model: serde_json::to_value(model_cfg)?,
+        train: cfg.resume_json()?,
+        data: data_fingerprint(data.train),
+        init: data.init.map(ItemInit::fingerprint),
+        valid: (!data.valid.is_empty()).then(|| valid_fingerprint(data.valid)),
+    };
     fs::create_dir_all(checkpoint_dir)
         .with_context(|| format!("creating {}", checkpoint_dir.display()))?;
 
@@ -348,78 +632,164 @@ pub fn train_from<C: ModelConfig>(
     let vs = VarStore::new(device);
     let model = model_cfg.build(&vs.root());
     let mut opt = AdamW::from_var_store(&vs, cfg.adamw());
-
-    let init_fingerprint = init.map(ItemInit::fingerprint);
-    let mut stats: Vec<EpochStats> = Vec::new();
-    let checkpoint: Option<CheckpointMeta> = read_meta(checkpoint_dir)?;
-    if let (None, Some(init)) = (&checkpoint, init) {
-        init.apply(&vs)
-            .context("copying the pretrained item embeddings")?;
+    let run = Run {
+        model_cfg,
+        cfg,
+        windows,
+        seed,
+        device,
+    };
+    let mut state = State::new(cfg, run.windows.len().div_ceil(cfg.batch_size));
+    match read_meta::<CheckpointMeta>(checkpoint_dir)? {
+        None => {
+            if let Some(init) = data.init {
+                init.apply(&vs)
+                    .context("copying the pretrained item embeddings")?;
+            }
+        }
+        Some(meta) => {
+            identity.check(&meta, checkpoint_dir, cfg.epochs)?;
+            state
+                .restore(meta, checkpoint_dir, &vs, &mut opt, cfg)
+                .with_context(|| format!("resuming from {}", checkpoint_dir.display()))?;
+        }
     }
-    if let Some(meta) = checkpoint {
+
+    while state.stats.len() < cfg.epochs && !state.stopped() {
+        let epoch = state.stats.len();
+        let start = Instant::now();
+        let train_loss = run.train_epoch(&model, &mut opt, &state.scheduler, epoch)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let valid = match data.valid {
+            [] => None,
+            _ if !cfg.validates_after(epoch) => None,
+            examples => Some(validate(
+                &model,
+                examples,
+                model_cfg.max_len(),
+                cfg.batch_size,
+            )?),
+        };
+        let stat = EpochStats {
+            epoch,
+            train_loss,
+            lr: state.scheduler.lr(epoch, 0),
+            valid,
+            seconds,
+            samples_per_sec: run.windows.len() as f64 / seconds.max(1e-9),
+            valid_seconds: start.elapsed().as_secs_f64(),
+        };
+        state.end_epoch(stat.clone(), &vs)?;
+        let meta = state.meta(&identity);
+        let best = state.best_tensors();
+        write_checkpoint_with(checkpoint_dir, &vs, &opt, &best, &meta.tensors, &meta)?;
+        on_epoch(&stat);
+    }
+    let stopped_early = state.stopped() && state.stats.len() < cfg.epochs;
+    let best_epoch = state.restore_best(&vs)?;
+    Ok(Trained {
+        vs,
+        stats: state.stats,
+        best_epoch,
+        stopped_early,
+    })
+}
+
+/// What a checkpoint must have been written for to be resumed.
+struct RunIdentity {
+    seed: u64,
+    model: serde_json::Value,
+    train: serde_json::Value,
+    data: u64,
+    init: Option<u64>,
+    valid: Option<u64>,
+}
+
+impl RunIdentity {
+    /// Refuses a checkpoint of another run, or one past `epochs`.
+    fn check(&self, meta: &CheckpointMeta, dir: &Path, epochs: usize) -> Result<()> {
+        let dir = dir.display();
         ensure!(
             meta.format == CHECKPOINT_FORMAT,
             "checkpoint format {} is not supported",
             meta.format
         );
         ensure!(
-            meta.model == model_json,
-            "checkpoint in {} was written for another model config",
-            checkpoint_dir.display()
+            meta.model == self.model,
+            "checkpoint in {dir} was written for another model config"
         );
         ensure!(
-            meta.train == train_json,
-            "checkpoint in {} was written with another training config",
-            checkpoint_dir.display()
+            meta.train == self.train,
+            "checkpoint in {dir} was written with another training config"
         );
         ensure!(
-            meta.seed == seed,
-            "checkpoint in {} was written with seed {}, not {seed}",
-            checkpoint_dir.display(),
-            meta.seed
+            meta.seed == self.seed,
+            "checkpoint in {dir} was written with seed {}, not {}",
+            meta.seed,
+            self.seed
         );
         ensure!(
-            meta.data_fingerprint == fingerprint,
-            "checkpoint in {} was written for other training data",
-            checkpoint_dir.display()
+            meta.data_fingerprint == self.data,
+            "checkpoint in {dir} was written for other training data"
         );
         ensure!(
-            meta.init == init_fingerprint,
-            "checkpoint in {} was written from other pretrained item embeddings",
-            checkpoint_dir.display()
+            meta.init == self.init,
+            "checkpoint in {dir} was written from other pretrained item embeddings"
+        );
+        // Checkpoints from before validation existed have no fingerprint;
+        // their config (constant rate, no early stopping) never read it.
+        ensure!(
+            meta.valid_data.is_none() || meta.valid_data == self.valid,
+            "checkpoint in {dir} was written for other validation examples"
+        );
+        let n = meta.epochs_done;
+        ensure!(
+            meta.stats.len() == n
+                && meta.loss_bits.len() == n
+                && (meta.epoch_bits.is_empty() || meta.epoch_bits.len() == n),
+            "checkpoint in {dir} is inconsistent"
         );
         ensure!(
-            meta.stats.len() == meta.epochs_done && meta.loss_bits.len() == meta.epochs_done,
-            "checkpoint in {} is inconsistent",
-            checkpoint_dir.display()
+            n <= epochs,
+            "checkpoint in {dir} already has {n} epochs, more than the {epochs} asked for"
         );
-        ensure!(
-            meta.epochs_done <= cfg.epochs,
-            "checkpoint in {} already has {} epochs, more than the {} asked for",
-            checkpoint_dir.display(),
-            meta.epochs_done,
-            cfg.epochs
-        );
-        restore_checkpoint(checkpoint_dir, &meta.tensors, &vs, &mut opt)?;
-        stats = meta.stats;
-        for (s, bits) in stats.iter_mut().zip(&meta.loss_bits) {
-            s.train_loss = f64::from_bits(*bits);
-        }
+        Ok(())
     }
+}
 
-    for epoch in stats.len()..cfg.epochs {
-        let start = Instant::now();
-        tch::manual_seed(seed.wrapping_add(epoch as u64) as i64);
-        let order = epoch_order(windows.len(), seed, epoch);
-        let mut rng = batch_rng(seed, epoch);
+/// The fixed setup of one training: what every epoch reads.
+struct Run<'a, C: ModelConfig> {
+    model_cfg: &'a C,
+    cfg: &'a TrainConfig,
+    windows: Vec<&'a [i64]>,
+    seed: u64,
+    device: Device,
+}
+
+impl<C: ModelConfig> Run<'_, C> {
+    /// Trains epoch `epoch` (batch order, dropout and batch draws from
+    /// `(seed, epoch)` only, rates from `scheduler`); returns its mean
+    /// training loss, or an error naming the batch when it is not finite.
+    fn train_epoch(
+        &self,
+        model: &C::Model,
+        opt: &mut AdamW,
+        scheduler: &LrScheduler,
+        epoch: usize,
+    ) -> Result<f64> {
+        let (cfg, device) = (self.cfg, self.device);
+        tch::manual_seed(self.seed.wrapping_add(epoch as u64) as i64);
+        let order = epoch_order(self.windows.len(), self.seed, epoch);
+        let mut rng = batch_rng(self.seed, epoch);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut positions = 0usize;
         // Per batch "was the loss finite", kept on the device: reading it
         // every batch would stall a GPU; it is read once if the epoch fails.
         let mut finite: Vec<Tensor> = Vec::new();
-        for chunk in order.chunks(cfg.batch_size) {
-            let picked: Vec<&[i64]> = chunk.iter().map(|&i| windows[i]).collect();
-            let batch = model_cfg.training_batch(&picked, &mut rng, device);
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let picked: Vec<&[i64]> = chunk.iter().map(|&i| self.windows[i]).collect();
+            let batch = self.model_cfg.training_batch(&picked, &mut rng, device);
             let hidden = model.encode(&batch.inputs, true); // [B, L, D]
             let dim = hidden.size()[2];
             let hidden = hidden.view([-1, dim]).index_select(0, &batch.positions);
@@ -432,6 +802,7 @@ pub fn train_from<C: ModelConfig>(
                 0.0,
             );
             finite.push(loss.detach().isfinite());
+            opt.set_lr(scheduler.lr(epoch, b));
             opt.backward_step(&loss);
             loss_sum += loss.detach().to_kind(Kind::Double) * batch.count as f64;
             positions += batch.count;
@@ -444,7 +815,7 @@ pub fn train_from<C: ModelConfig>(
                 .iter()
                 .position(|f| f.int64_value(&[]) == 0)
                 .unwrap_or(0);
-            anyhow::bail!(
+            bail!(
                 "training diverged in epoch {} of {}, batch {} of {}: the loss is not finite; \
                  the checkpoint of the last good epoch ({}) is kept (try a lower lr or clip_norm > 0)",
                 epoch + 1,
@@ -454,30 +825,278 @@ pub fn train_from<C: ModelConfig>(
                 epoch
             );
         }
-        let seconds = start.elapsed().as_secs_f64();
-        let stat = EpochStats {
-            epoch,
-            train_loss,
-            seconds,
-            samples_per_sec: windows.len() as f64 / seconds.max(1e-9),
-        };
-        stats.push(stat.clone());
-        let meta = CheckpointMeta {
-            format: CHECKPOINT_FORMAT,
-            epochs_done: stats.len(),
-            tensors: checkpoint_tensors_name(stats.len()),
-            seed,
-            model: model_json.clone(),
-            train: train_json.clone(),
-            data_fingerprint: fingerprint,
-            init: init_fingerprint,
-            loss_bits: stats.iter().map(|s| s.train_loss.to_bits()).collect(),
-            stats: stats.clone(),
-        };
-        write_checkpoint(checkpoint_dir, &vs, &opt, &meta.tensors, &meta)?;
-        on_epoch(&stat);
+        Ok(train_loss)
     }
-    Ok((vs, stats))
+}
+
+/// Where a training stands: everything a checkpoint restores besides the
+/// model's weights and the optimiser's state.
+struct State {
+    stats: Vec<EpochStats>,
+    scheduler: LrScheduler,
+    /// Under early stopping.
+    stopping: Option<Stopping>,
+}
+
+impl State {
+    /// A fresh start of `cfg`, epochs of `batches_per_epoch` batches.
+    fn new(cfg: &TrainConfig, batches_per_epoch: usize) -> State {
+        State {
+            stats: Vec::new(),
+            scheduler: LrScheduler::new(&cfg.schedule, cfg.lr, cfg.epochs, batches_per_epoch),
+            stopping: cfg.early_stopping.clone().map(|rule| Stopping {
+                rule,
+                watch: Watch::default(),
+                best: Vec::new(),
+            }),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopping.as_ref().is_some_and(Stopping::stopped)
+    }
+
+    /// Records a trained and validated epoch: the schedule and early
+    /// stopping see its validation numbers (the best weights are copied
+    /// from `vs` when it is the best so far).
+    fn end_epoch(&mut self, stat: EpochStats, vs: &VarStore) -> Result<()> {
+        self.scheduler.end_epoch(stat.valid.map(|v| v.loss))?;
+        if let Some(stopping) = &mut self.stopping {
+            let valid = stat
+                .valid
+                .ok_or_else(|| anyhow::anyhow!("early stopping needs validation every epoch"))?;
+            stopping.observe(stat.epoch, &valid, vs);
+        }
+        self.stats.push(stat);
+        Ok(())
+    }
+
+    /// The checkpoint metadata after the epochs so far.
+    fn meta(&self, identity: &RunIdentity) -> CheckpointMeta {
+        let n = self.stats.len();
+        CheckpointMeta {
+            format: CHECKPOINT_FORMAT,
+            epochs_done: n,
+            tensors: checkpoint_tensors_name(n),
+            seed: identity.seed,
+            model: identity.model.clone(),
+            train: identity.train.clone(),
+            data_fingerprint: identity.data,
+            init: identity.init,
+            valid_data: identity.valid,
+            loss_bits: self.stats.iter().map(|s| s.train_loss.to_bits()).collect(),
+            epoch_bits: self.stats.iter().map(EpochBits::of).collect(),
+            stats: self.stats.clone(),
+            scheduler: Some(self.scheduler.state().clone()),
+            stopping: self.stopping.as_ref().map(|s| s.watch.clone()),
+        }
+    }
+
+    /// The best weights as the checkpoint's `best.<var>` tensors (none
+    /// without early stopping).
+    fn best_tensors(&self) -> Vec<(String, Tensor)> {
+        let Some(stopping) = &self.stopping else {
+            return Vec::new();
+        };
+        stopping
+            .best
+            .iter()
+            .map(|(n, t)| (format!("best.{n}"), t.to_device(Device::Cpu).contiguous()))
+            .collect()
+    }
+
+    /// Continues from checkpoint `meta` in `dir`: weights and optimiser
+    /// into `vs` and `opt`, the rest into `self`.
+    fn restore(
+        &mut self,
+        meta: CheckpointMeta,
+        dir: &Path,
+        vs: &VarStore,
+        opt: &mut AdamW,
+        cfg: &TrainConfig,
+    ) -> Result<()> {
+        let best = restore_checkpoint_with_best(dir, &meta.tensors, vs, opt)?;
+        self.stats = meta.stats;
+        for (s, bits) in self.stats.iter_mut().zip(&meta.loss_bits) {
+            s.train_loss = f64::from_bits(*bits);
+        }
+        if meta.epoch_bits.is_empty() {
+            // Written before rates were recorded: the rate was constant.
+            self.stats.iter_mut().for_each(|s| s.lr = cfg.lr);
+        }
+        for (s, bits) in self.stats.iter_mut().zip(&meta.epoch_bits) {
+            bits.restore(s);
+        }
+        match meta.scheduler {
+            Some(saved) => self.scheduler.restore(saved)?,
+            None => ensure!(
+                cfg.schedule == Schedule::Constant,
+                "the checkpoint has no learning-rate schedule state"
+            ),
+        }
+        match (&mut self.stopping, meta.stopping) {
+            (Some(stopping), Some(watch)) => {
+                let device = vs.device();
+                stopping.best = best
+                    .into_iter()
+                    .map(|(n, t)| (n, t.to_device(device)))
+                    .collect();
+                ensure!(
+                    watch.best.is_none() || !stopping.best.is_empty(),
+                    "the checkpoint lacks the best epoch's weights (`best.*`)"
+                );
+                stopping.watch = watch;
+            }
+            (None, None) => ensure!(
+                best.is_empty(),
+                "the checkpoint holds best weights (`best.*`) but early stopping is off"
+            ),
+            _ => bail!("the checkpoint's early-stopping state does not match the config"),
+        }
+        Ok(())
+    }
+
+    /// Under early stopping, puts the best epoch's weights into `vs` and
+    /// returns that epoch; otherwise leaves `vs` (the last epoch's) alone.
+    fn restore_best(&self, vs: &VarStore) -> Result<Option<usize>> {
+        let Some(stopping) = &self.stopping else {
+            return Ok(None);
+        };
+        let Some((epoch, _)) = stopping.watch.best else {
+            return Ok(None); // no epoch trained
+        };
+        let best = stopping
+            .best
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        load_vars(vs, best).context("restoring the best epoch's weights")?;
+        Ok(Some(epoch))
+    }
+}
+
+/// Early stopping in progress.
+struct Stopping {
+    rule: EarlyStopping,
+    watch: Watch,
+    /// The best epoch's variables (detached copies on the model's device),
+    /// sorted by name; empty before the first epoch.
+    best: Vec<(String, Tensor)>,
+}
+
+/// What a checkpoint saves of early stopping besides the best weights.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+struct Watch {
+    /// The best epoch so far (0-based) and its metric's exact bits.
+    best: Option<(usize, u64)>,
+    /// Epochs since the best one.
+    bad_epochs: usize,
+}
+
+impl Stopping {
+    /// Records epoch `epoch`'s validation; copies the weights of `vs` when
+    /// it is the best so far (the first epoch always is).
+    fn observe(&mut self, epoch: usize, valid: &Validation, vs: &VarStore) {
+        let value = self.rule.metric.of(valid);
+        let improved = match self.watch.best {
+            None => true,
+            Some((_, bits)) => self.rule.metric.improves(value, f64::from_bits(bits)),
+        };
+        if improved {
+            self.watch.best = Some((epoch, value.to_bits()));
+            self.watch.bad_epochs = 0;
+            self.best = snapshot(vs);
+        } else {
+            self.watch.bad_epochs += 1;
+        }
+    }
+
+    /// Whether the metric has gone `patience` epochs without improving.
+    fn stopped(&self) -> bool {
+        self.watch.bad_epochs >= self.rule.patience
+    }
+}
+
+/// Detached copies of every variable of `vs`, sorted by name.
+fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// Scores `examples` with `model` and measures how well it predicts their
+/// targets. Histories are cut to their last `max_len` items and left-padded
+/// as [`crate::models::SeqScorer`] does, `batch_size` at a time, and scored
+/// with [`SequenceModel::score_last`] (eval mode, no gradient, no RNG
+/// draw). Ranks are over the whole catalogue with nothing excluded, ties
+/// broken by item index ([`metrics::rank_of`]), as the `evaluate` stage
+/// ranks with its defaults.
+pub fn validate<M: SequenceModel>(
+    model: &M,
+    examples: &[Example],
+    max_len: i64,
+    batch_size: usize,
+) -> Result<Validation> {
+    ensure!(!examples.is_empty(), "no validation examples to score");
+    let device = model.device();
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+    let (mut hr, mut ndcg) = (0.0, 0.0);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let histories: Vec<&[i64]> = chunk.iter().map(|e| e.history.as_slice()).collect();
+        let scores = model.score_last(&left_pad_batch(&histories, max_len).to_device(device));
+        let width = scores.size()[1]; // num_items + 1
+        let targets: Vec<i64> = chunk.iter().map(|e| e.target).collect();
+        if let Some(bad) = targets.iter().find(|&&t| t < 1 || t >= width) {
+            bail!(
+                "validation target {bad} is outside the model's items 1..={}",
+                width - 1
+            );
+        }
+        // Column 0 (padding, -inf) is left out of the softmax.
+        let columns = Tensor::from_slice(&targets).to_device(device) - 1;
+        let loss = scores.narrow(1, 1, width - 1).cross_entropy_loss::<Tensor>(
+            &columns,
+            None,
+            Reduction::Sum,
+            -100,
+            0.0,
+        );
+        loss_sum += loss.to_kind(Kind::Double);
+        let rows = Vec::<f32>::try_from(
+            scores
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
+                .flatten(0, -1),
+        )?;
+        for (row, &target) in rows.chunks(width as usize).zip(&targets) {
+            let rank = metrics::rank_of(row, target as usize, &[]);
+            hr += metrics::rank_metric("hr", 10, rank);
+            ndcg += metrics::rank_metric("ndcg", 10, rank);
+        }
+    }
+    let n = examples.len() as f64;
+    Ok(Validation {
+        loss: loss_sum.double_value(&[]) / n,
+        hr_at_10: hr / n,
+        ndcg_at_10: ndcg / n,
+    })
+}
+
+/// FNV-1a over the examples (histories, targets); detects resuming on
+/// other validation data.
+fn valid_fingerprint(examples: &[Example]) -> u64 {
+    let mut h = Fnv::new();
+    h.eat(examples.len() as u64);
+    for e in examples {
+        h.eat(e.history.len() as u64);
+        e.history.iter().for_each(|&i| h.eat(i as u64));
+        h.eat(e.target as u64);
+    }
+    h.0
 }
 
 /// Writes `model.safetensors` (every variable, by var-store name) and
@@ -673,6 +1292,19 @@ pub(crate) fn write_checkpoint(
     tensors: &str,
     meta: &impl Serialize,
 ) -> Result<()> {
+    write_checkpoint_with(dir, vs, opt, &[], tensors, meta)
+}
+
+/// [`write_checkpoint`], with `extra` (already named, e.g. `best.<var>`,
+/// on the CPU) in the tensor file too.
+fn write_checkpoint_with(
+    dir: &Path,
+    vs: &VarStore,
+    opt: &AdamW,
+    extra: &[(String, Tensor)],
+    tensors: &str,
+    meta: &impl Serialize,
+) -> Result<()> {
     let mut named = cpu_vars(vs, "model.");
     for (n, t) in opt.state_tensors() {
         named.push((
@@ -680,6 +1312,7 @@ pub(crate) fn write_checkpoint(
             t.detach().to_device(Device::Cpu).contiguous(),
         ));
     }
+    named.extend(extra.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
     write_atomic(dir, tensors, |tmp| {
         Tensor::write_safetensors(&named, tmp)?;
         Ok(())
@@ -715,16 +1348,37 @@ pub(crate) fn restore_checkpoint(
     vs: &VarStore,
     opt: &mut AdamW,
 ) -> Result<()> {
+    let best = restore_checkpoint_with_best(dir, tensors, vs, opt)?;
+    if let Some((name, _)) = best.first() {
+        bail!(
+            "unexpected tensor `best.{name}` in {}",
+            dir.join(tensors).display()
+        );
+    }
+    Ok(())
+}
+
+/// [`restore_checkpoint`] that also accepts the best epoch's weights
+/// (`best.<var>`) and returns them, prefix removed, on the CPU.
+fn restore_checkpoint_with_best(
+    dir: &Path,
+    tensors: &str,
+    vs: &VarStore,
+    opt: &mut AdamW,
+) -> Result<Vec<(String, Tensor)>> {
     let path = dir.join(tensors);
     let tensors =
         Tensor::read_safetensors(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut model_t = Vec::new();
     let mut optim_t = Vec::new();
+    let mut best_t = Vec::new();
     for (name, t) in tensors {
         if let Some(n) = name.strip_prefix("model.") {
             model_t.push((n.to_string(), t));
         } else if let Some(n) = name.strip_prefix("optim.") {
             optim_t.push((n.to_string(), t));
+        } else if let Some(n) = name.strip_prefix("best.") {
+            best_t.push((n.to_string(), t));
         } else {
             bail!("unexpected tensor `{name}` in {}", path.display());
         }
@@ -732,7 +1386,8 @@ pub(crate) fn restore_checkpoint(
     load_vars(vs, model_t).with_context(|| format!("loading {}", path.display()))?;
     opt.load_state(optim_t)
         .with_context(|| format!("loading {}", path.display()))?;
-    Ok(())
+    best_t.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(best_t)
 }
 
 /// The `checkpoint.json` in `dir`, or `None` when there is none.
