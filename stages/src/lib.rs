@@ -15,6 +15,8 @@
 //!   ISO 8601 or unix times into epoch milliseconds.
 //! - [`clean`]: casts, null fills, required columns and dedup, with a
 //!   validation report.
+//! - [`sql`]: one SQL query over named input tables (Apache DataFusion;
+//!   cargo feature `sql`, on by default).
 //! - [`profile`]: per-column types, nulls, distinct values, statistics and
 //!   top values of a table.
 //! - [`graph_cooccurrence`] (`graph.cooccurrence`): co-purchase and
@@ -28,7 +30,8 @@
 //! - [`evaluate`]: full-ranking HR / NDCG / MRR at K (in the worker).
 //! - [`report`]: a comparison table across evaluated models.
 //!
-//! Shared pieces: [`table`] (Parquet I/O), [`seqdata`] (the sequences
+//! Shared pieces: [`table`] (Parquet I/O), [`attributes`] (held-out
+//! examples' event attributes, for breakdowns), [`seqdata`] (the sequences
 //! artifact), [`metrics`], [`sampled`] (sampled-ranking negatives),
 //! [`significance`] (paired tests between models). Stages never touch the cache: they read their
 //! input folders and write their output folders, and the engine does the
@@ -40,6 +43,7 @@
 //! the models; see [`torch_worker`].
 
 pub mod artifact_types;
+pub mod attributes;
 pub mod clean;
 pub mod embed;
 pub mod evaluate;
@@ -56,6 +60,8 @@ pub mod seqdata;
 pub mod sequences;
 pub mod significance;
 pub mod splits;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod synth;
 pub mod synth_tecd;
 pub mod table;
@@ -84,6 +90,8 @@ pub fn registry() -> Registry {
         .register(evaluate::Evaluate)
         .register(report::Report)
         .set_environment_probe(environment);
+    #[cfg(feature = "sql")]
+    r.register(sql::Sql);
     artifact_types::register(&mut r);
     r
 }

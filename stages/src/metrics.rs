@@ -205,6 +205,8 @@ pub struct Accumulator {
     popularity: Vec<u64>,
     covered: Vec<Vec<bool>>,
     records: Vec<Record>,
+    /// Extra breakdowns: (name, a label per example in push order).
+    groups: Vec<(String, Vec<String>)>,
 }
 
 /// What [`Accumulator::finish`] computes.
@@ -229,7 +231,15 @@ impl Accumulator {
             covered: vec![vec![false; items]; ks.len()],
             popularity,
             records: vec![],
+            groups: vec![],
         }
+    }
+
+    /// Adds a breakdown `name` by `labels`, one per example in the order
+    /// they are (or will be) pushed: the breakdown gets a bucket per
+    /// distinct label, in label order.
+    pub fn group_by(&mut self, name: &str, labels: Vec<String>) {
+        self.groups.push((name.to_string(), labels));
     }
 
     /// The largest K: how long the top lists passed to [`push`](Self::push)
@@ -331,21 +341,7 @@ impl Accumulator {
                 .filter(|r| keep(r))
                 .map(|r| r.rank)
                 .collect();
-            let n = ranks.len().max(1) as f64;
-            // fold from +0.0: an empty bucket reads 0, not -0
-            let mean = |name: &str| {
-                ranks
-                    .iter()
-                    .map(|&r| rank_metric(name, k, r))
-                    .fold(0.0, |a, b| a + b)
-                    / n
-            };
-            json!({
-                "bucket": label,
-                "examples": ranks.len(),
-                format!("hr@{k}"): mean("hr"),
-                format!("ndcg@{k}"): mean("ndcg"),
-            })
+            bucket(&label, &ranks, k)
         };
         let mut history = vec![];
         for (i, &(label, lo)) in HISTORY_BUCKETS.iter().enumerate() {
@@ -359,13 +355,50 @@ impl Accumulator {
             group(format!("tail (<{long_tail})"), &|r| pop(r) < long_tail),
             group(format!("head (>={long_tail})"), &|r| pop(r) >= long_tail),
         ];
-        json!({
+        let mut out = json!({
             "k": k,
             "long_tail": long_tail,
             "history_length": history,
             "target_popularity": target,
-        })
+        });
+        for (name, labels) in &self.groups {
+            let by_label = self.grouped(labels);
+            let buckets: Vec<Value> = by_label
+                .iter()
+                .map(|(label, ranks)| bucket(label, ranks, k))
+                .collect();
+            out[name.as_str()] = Value::Array(buckets);
+        }
+        out
     }
+
+    /// The ranks of the examples under each distinct label.
+    fn grouped<'l>(&self, labels: &'l [String]) -> std::collections::BTreeMap<&'l str, Vec<usize>> {
+        let mut by_label: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (r, label) in self.records.iter().zip(labels) {
+            by_label.entry(label.as_str()).or_default().push(r.rank);
+        }
+        by_label
+    }
+}
+
+/// One breakdown bucket: its examples and HR@k / NDCG@k over their ranks.
+fn bucket(label: &str, ranks: &[usize], k: usize) -> Value {
+    let n = ranks.len().max(1) as f64;
+    // fold from +0.0: an empty bucket reads 0, not -0
+    let mean = |name: &str| {
+        ranks
+            .iter()
+            .map(|&r| rank_metric(name, k, r))
+            .fold(0.0, |a, b| a + b)
+            / n
+    };
+    json!({
+        "bucket": label,
+        "examples": ranks.len(),
+        format!("hr@{k}"): mean("hr"),
+        format!("ndcg@{k}"): mean("ndcg"),
+    })
 }
 
 #[cfg(test)]
@@ -496,6 +529,28 @@ mod tests {
         close(cell(&t[0], "ndcg@10"), (0.5 + 1.0 / 5f64.log2()) / 2.0);
         assert_eq!(t[1]["examples"], 1);
         close(cell(&t[1], "hr@10"), 1.0);
+    }
+
+    #[test]
+    fn label_breakdowns_bucket_examples_by_label_in_label_order() {
+        let mut acc = Accumulator::new(&[10], vec![0, 1, 1, 1]);
+        acc.group_by(
+            "target_event_type",
+            vec!["view".into(), "purchase".into(), "view".into()],
+        );
+        acc.push(1, &[1], 3, 1);
+        acc.push(3, &[2], 3, 2);
+        acc.push(11, &[3], 3, 3);
+        let m = acc.finish(&opts(0));
+        let b = m["breakdown"]["target_event_type"].as_array().unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0]["bucket"], "purchase");
+        assert_eq!(b[0]["examples"], 1);
+        close(b[0]["ndcg@10"].as_f64().unwrap(), 0.5); // rank 3: 1/log2(4)
+        assert_eq!(b[1]["bucket"], "view");
+        assert_eq!(b[1]["examples"], 2);
+        close(b[1]["hr@10"].as_f64().unwrap(), 0.5); // ranks 1 and 11
+        close(b[1]["ndcg@10"].as_f64().unwrap(), 0.5);
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //! 1800 for 30 minutes of unix seconds), `unit` ("user" | "session": what a
 //! sequence is; "session" needs `session_gap`), `targets` ("one" | "all":
 //! held-out examples per unit and period in the temporal and ratio splits,
-//! see [`crate::splits`]).
+//! see [`crate::splits`]), `attributes` ([]: columns of the events table
+//! — e.g. `["event_type", "domain"]` — recorded for each held-out
+//! example's target event and the event before it, in
+//! `valid_attributes.parquet` / `test_attributes.parquet`, so `evaluate`
+//! breaks its metrics down by them; see [`crate::attributes`]).
 //! Inputs: `events` (table: one Parquet file or more in the artifact; user
 //! and item ids int64, time int64 or float64 — what `synth` and
 //! `load.atomic` write).
@@ -55,8 +59,9 @@ use anyhow::Context;
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
 
+use crate::attributes;
 use crate::seqdata::{Counts, Example, Filtering, Meta, SequenceData};
-use crate::splits::{self, SplitDetail, Unit};
+use crate::splits::{self, EventRows, SplitDetail, Unit};
 use crate::table;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +81,7 @@ pub struct Params {
     pub session_gap: i64,
     pub unit: String,
     pub targets: String,
+    pub attributes: Vec<String>,
 }
 
 impl Default for Params {
@@ -95,6 +101,7 @@ impl Default for Params {
             session_gap: 0,
             unit: "user".into(),
             targets: "one".into(),
+            attributes: vec![],
         }
     }
 }
@@ -168,6 +175,9 @@ impl TypedStage for Sequences {
             if p.unit == defaults.unit {
                 map.remove("unit");
             }
+            if p.attributes.is_empty() {
+                map.remove("attributes");
+            }
         }
         value
     }
@@ -204,6 +214,17 @@ impl TypedStage for Sequences {
         if p.unit == "session" && p.session_gap == 0 {
             return Err("unit: \"session\" needs session_gap above 0 (e.g. 1800 for 30 minutes of unix seconds)".into());
         }
+        let mut seen = HashSet::new();
+        for a in &p.attributes {
+            if a.is_empty() || [&p.user_column, &p.item_column, &p.time_column].contains(&a) {
+                return Err(format!(
+                    "attributes: `{a}` must name a column other than the user, item and time columns"
+                ));
+            }
+            if !seen.insert(a) {
+                return Err(format!("attributes: `{a}` is listed twice"));
+            }
+        }
         if p.k_core && p.min_user_interactions == 0 && p.min_item_interactions == 0 {
             return Err(
                 "k_core: needs min_user_interactions or min_item_interactions above 0".into(),
@@ -216,7 +237,7 @@ impl TypedStage for Sequences {
         self.validate(&p)
             .map_err(|e| anyhow::anyhow!("params.{e}"))?;
         let events = read_events(ctx.input("events")?, &p)?;
-        let data = build(&events, &p)?;
+        let (data, trace) = build_traced(&events, &p)?;
         if let Some(f) = &data.0.meta.filtering {
             let c = |c: &Counts| format!("{} rows, {} users, {} items", c.rows, c.users, c.items);
             ctx.note(
@@ -225,6 +246,14 @@ impl TypedStage for Sequences {
             );
         }
         data.0.write(ctx.output("data")?, &data.1)?;
+        if !p.attributes.is_empty() {
+            let columns = attributes::read(ctx.input("events")?, &p.attributes, events.len())?;
+            let out = ctx.output("data")?;
+            for (split, rows) in [("valid", &trace.valid), ("test", &trace.test)] {
+                let path = out.join(format!("{split}_attributes.parquet"));
+                attributes::write(&path, &columns, rows)?;
+            }
+        }
         Ok(())
     }
 }
@@ -321,20 +350,42 @@ fn float_order_key(v: f64) -> i64 {
 
 /// Builds the split; returns it with the vocabulary (index − 1 → item id).
 pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>)> {
+    Ok(build_traced(events, p)?.0)
+}
+
+/// Where each held-out example came from: per valid and test example, the
+/// rows of `events` holding its target and the event before it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Trace {
+    pub valid: Vec<EventRows>,
+    pub test: Vec<EventRows>,
+}
+
+/// [`build`], and the [`Trace`] of the held-out examples.
+pub fn build_traced(
+    events: &[(i64, i64, i64)],
+    p: &Params,
+) -> anyhow::Result<((SequenceData, Vec<i64>), Trace)> {
     let kept;
-    let (events, mut filtering) = if filters_on(p) {
-        let filtering;
-        (kept, filtering) = apply_filters(events, p)?;
-        (kept.as_slice(), Some(filtering))
+    let (events, mut filtering, original) = if filters_on(p) {
+        let (filtering, rows);
+        (kept, filtering, rows) = apply_filters(events, p)?;
+        (kept.as_slice(), Some(filtering), Some(rows))
     } else {
-        (events, None)
+        (events, None, None)
     };
     let units = units(events, p);
-    let (mut data, vocab) = if p.split == "leave_one_out" {
+    let (mut data, vocab, mut trace) = if p.split == "leave_one_out" {
         leave_one_out(units, p)?
     } else {
         held_out(&units, p)?
     };
+    // Rows of the filtered log → rows of the input.
+    if let Some(original) = original {
+        for (target, previous) in trace.valid.iter_mut().chain(trace.test.iter_mut()) {
+            (*target, *previous) = (original[*target], original[*previous]);
+        }
+    }
     if let Some(f) = &mut filtering {
         f.after = Counts {
             rows: data.meta.interactions,
@@ -343,7 +394,7 @@ pub fn build(events: &[(i64, i64, i64)], p: &Params) -> anyhow::Result<(Sequence
         };
     }
     data.meta.filtering = filtering;
-    Ok((data, vocab))
+    Ok(((data, vocab), trace))
 }
 
 /// The timelines a sequence is made from: each user's events in (time, log
@@ -358,17 +409,24 @@ fn units(events: &[Event], p: &Params) -> Vec<Unit> {
     for (user, mut seq) in per_user {
         seq.sort();
         let timeline: Vec<(i64, i64)> = seq.iter().map(|&(t, _, item)| (t, item)).collect();
+        let rows: Vec<usize> = seq.iter().map(|&(_, row, _)| row).collect();
         if p.unit == "session" {
+            // Sessions are consecutive runs of the timeline.
+            let mut start = 0;
             for session in splits::sessions(&timeline, p.session_gap) {
+                let end = start + session.len();
                 units.push(Unit {
                     id: units.len() as i64 + 1,
                     events: session,
+                    rows: rows[start..end].to_vec(),
                 });
+                start = end;
             }
         } else {
             units.push(Unit {
                 id: user,
                 events: timeline,
+                rows,
             });
         }
     }
@@ -376,7 +434,10 @@ fn units(events: &[Event], p: &Params) -> Vec<Unit> {
 }
 
 /// Leave-one-out: each unit's last item tests, the one before validates.
-fn leave_one_out(mut units: Vec<Unit>, p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>)> {
+fn leave_one_out(
+    mut units: Vec<Unit>,
+    p: &Params,
+) -> anyhow::Result<(SequenceData, Vec<i64>, Trace)> {
     units.retain(|u| u.events.len() >= p.min_len);
     anyhow::ensure!(
         !units.is_empty(),
@@ -393,10 +454,13 @@ fn leave_one_out(mut units: Vec<Unit>, p: &Params) -> anyhow::Result<(SequenceDa
     let index = index_of(&vocab);
     let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
     let mut interactions = 0u64;
+    let mut trace = Trace::default();
     for u in units {
         let items: Vec<i64> = u.events.iter().map(|(_, item)| index[item]).collect();
         interactions += items.len() as u64;
         let n = items.len();
+        trace.valid.push((u.rows[n - 2], u.rows[n - 3]));
+        trace.test.push((u.rows[n - 1], u.rows[n - 2]));
         train.push((u.id, items[..n - 2].to_vec()));
         valid.push(Example {
             user: u.id,
@@ -423,11 +487,11 @@ fn leave_one_out(mut units: Vec<Unit>, p: &Params) -> anyhow::Result<(SequenceDa
         valid,
         test,
     };
-    Ok((data, vocab))
+    Ok((data, vocab, trace))
 }
 
 /// The temporal and ratio splits (see [`crate::splits`]).
-fn held_out(units: &[Unit], p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>)> {
+fn held_out(units: &[Unit], p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>, Trace)> {
     let all = p.targets == "all";
     let raw = if p.split == "temporal" {
         splits::temporal(units, p.valid_share, p.test_share, p.unit == "session", all)
@@ -451,19 +515,24 @@ fn held_out(units: &[Unit], p: &Params) -> anyhow::Result<(SequenceData, Vec<i64
         test_from: raw.cuts.map(|c| c.1),
         ..SplitDetail::default()
     };
-    let mut examples = |held: &[splits::RawExample]| -> Vec<Example> {
+    let mut examples = |held: &[splits::RawExample], rows: &[EventRows]| {
         held.iter()
-            .filter_map(|e| {
+            .zip(rows)
+            .filter_map(|(e, rows)| {
                 let (history, target) = splits::remap_example(e, &index, &mut detail)?;
-                Some(Example {
+                let example = Example {
                     user: e.unit,
                     history: truncate(&history, p.max_len),
                     target,
-                })
+                };
+                Some((example, *rows))
             })
-            .collect()
+            .unzip::<_, _, Vec<Example>, Vec<EventRows>>()
     };
-    let (valid, test) = (examples(&raw.valid), examples(&raw.test));
+    let ((valid, valid_rows), (test, test_rows)) = (
+        examples(&raw.valid, &raw.valid_rows),
+        examples(&raw.test, &raw.test_rows),
+    );
     let train: Vec<(i64, Vec<i64>)> = raw
         .train
         .iter()
@@ -491,7 +560,11 @@ fn held_out(units: &[Unit], p: &Params) -> anyhow::Result<(SequenceData, Vec<i64
         valid,
         test,
     };
-    Ok((data, vocab))
+    let trace = Trace {
+        valid: valid_rows,
+        test: test_rows,
+    };
+    Ok((data, vocab, trace))
 }
 
 /// Raw item id → 1-based index, in vocabulary order.
@@ -524,8 +597,9 @@ fn filters_on(p: &Params) -> bool {
 fn apply_filters(
     events: &[(i64, i64, i64)],
     p: &Params,
-) -> anyhow::Result<(Vec<Event>, Filtering)> {
-    let (kept, rounds) = filter_interactions(events, p);
+) -> anyhow::Result<(Vec<Event>, Filtering, Vec<usize>)> {
+    let (rows, rounds) = filter_rows(events, p);
+    let kept: Vec<Event> = rows.iter().map(|&r| events[r]).collect();
     anyhow::ensure!(
         !kept.is_empty(),
         "no interactions are left after filtering (min_user_interactions = {}, \
@@ -542,7 +616,7 @@ fn apply_filters(
         before: counts(events),
         after: Counts::default(),
     };
-    Ok((kept, filtering))
+    Ok((kept, filtering, rows))
 }
 
 /// Rows, distinct users and distinct items of a log.
@@ -559,6 +633,12 @@ pub fn counts(events: &[(i64, i64, i64)]) -> Counts {
 /// The interaction-count filters (see the module doc), keeping row order.
 /// Returns the kept rows and the number of passes that removed any.
 pub fn filter_interactions(events: &[(i64, i64, i64)], p: &Params) -> (Vec<(i64, i64, i64)>, u32) {
+    let (rows, rounds) = filter_rows(events, p);
+    (rows.iter().map(|&r| events[r]).collect(), rounds)
+}
+
+/// [`filter_interactions`] as the indices of the kept rows.
+fn filter_rows(events: &[(i64, i64, i64)], p: &Params) -> (Vec<usize>, u32) {
     // In a k-core, min_len is part of the user threshold: dropping short
     // users after the loop could otherwise push items under theirs again.
     let user_min = if p.k_core {
@@ -567,17 +647,21 @@ pub fn filter_interactions(events: &[(i64, i64, i64)], p: &Params) -> (Vec<(i64,
         p.min_user_interactions
     };
     let item_min = p.min_item_interactions;
-    let mut rows = events.to_vec();
+    let mut rows: Vec<usize> = (0..events.len()).collect();
     let mut rounds = 0;
     loop {
         let mut per_user: HashMap<i64, usize> = HashMap::new();
         let mut per_item: HashMap<i64, usize> = HashMap::new();
-        for &(user, item, _) in &rows {
+        for &r in &rows {
+            let (user, item, _) = events[r];
             *per_user.entry(user).or_default() += 1;
             *per_item.entry(item).or_default() += 1;
         }
         let before = rows.len();
-        rows.retain(|(user, item, _)| per_user[user] >= user_min && per_item[item] >= item_min);
+        rows.retain(|&r| {
+            let (user, item, _) = events[r];
+            per_user[&user] >= user_min && per_item[&item] >= item_min
+        });
         if rows.len() == before {
             break;
         }

@@ -34,6 +34,9 @@ use serde::{Deserialize, Serialize};
 pub struct Unit {
     pub id: i64,
     pub events: Vec<(i64, i64)>,
+    /// Each event's row in the log the units were built from (so a
+    /// held-out example can be traced back to its event's other columns).
+    pub rows: Vec<usize>,
 }
 
 /// An example with raw item ids.
@@ -54,7 +57,15 @@ pub struct RawSplit {
     pub cuts: Option<(i64, i64)>,
     /// Units too short to contribute anything.
     pub dropped_units: u64,
+    /// Per held-out example, in the same order: the log rows of its target
+    /// event and of the event before it in the unit.
+    pub valid_rows: Vec<EventRows>,
+    pub test_rows: Vec<EventRows>,
 }
+
+/// The log rows of a held-out example's target and of the unit's event
+/// just before it (always present: a target never opens its unit).
+pub type EventRows = (usize, usize);
 
 /// What meta.json records about a temporal or ratio split.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -138,12 +149,18 @@ pub fn temporal(
                     if examples.is_empty() {
                         out.dropped_units += 1;
                     }
+                    // A session example's target is its history's length.
+                    let rows = examples.iter().map(|e| {
+                        let t = e.history.len();
+                        (u.rows[t], u.rows[t - 1])
+                    });
                     if p == 1 {
-                        &mut out.valid
+                        out.valid_rows.extend(rows);
+                        out.valid.extend(examples);
                     } else {
-                        &mut out.test
+                        out.test_rows.extend(rows);
+                        out.test.extend(examples);
                     }
-                    .extend(examples);
                 }
             }
         } else {
@@ -184,7 +201,10 @@ fn held_out_by_period(u: &Unit, periods: &[usize], all: bool, out: &mut RawSplit
         out.train.push((u.id, items[..n_train].to_vec()));
     }
     let mut any = n_train >= 2;
-    for (period, examples) in [(1, &mut out.valid), (2, &mut out.test)] {
+    for (period, examples, rows) in [
+        (1, &mut out.valid, &mut out.valid_rows),
+        (2, &mut out.test, &mut out.test_rows),
+    ] {
         let positions = periods.iter().enumerate().filter(|(_, p)| **p == period);
         for (i, (t, _)) in positions.enumerate() {
             if t == 0 || (!all && i > 0) {
@@ -195,6 +215,7 @@ fn held_out_by_period(u: &Unit, periods: &[usize], all: bool, out: &mut RawSplit
                 history: items[..t].to_vec(),
                 target: items[t],
             });
+            rows.push((u.rows[t], u.rows[t - 1]));
             any = true;
         }
     }
@@ -260,6 +281,7 @@ mod tests {
         Unit {
             id,
             events: events.to_vec(),
+            rows: (0..events.len()).collect(),
         }
     }
 
@@ -281,6 +303,9 @@ mod tests {
         let s = temporal(&[a, b], 0.2, 0.2, false, false);
         assert_eq!(s.cuts, Some((6, 8)));
         assert_eq!(s.train, vec![(1, vec![10, 11]), (2, vec![20, 21, 22, 23])]);
+        // (target row, previous row) in each unit's own log order
+        assert_eq!(s.valid_rows, vec![(2, 1), (4, 3)]);
+        assert_eq!(s.test_rows, vec![(3, 2)]);
         assert_eq!(
             s.valid,
             vec![

@@ -66,6 +66,45 @@ fn the_tecd_pipeline_runs_end_to_end_with_initialised_models() {
     assert!(html.contains("Item embeddings") && html.contains("Training curves"));
     assert!(html.contains("Significance against pop"));
 
+    // Breakdowns by the target event's type and domain: every test example
+    // is in exactly one bucket of each, and the report shows them.
+    let metrics = artifact_dir(d, "eval_sasrec", "metrics");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(metrics.join("metrics.json")).unwrap()).unwrap();
+    let examples = m["test"]["examples"].as_u64().unwrap();
+    let b = &m["test"]["breakdown"];
+    for key in [
+        "target_event_type",
+        "target_domain",
+        "domain_transition",
+        "domain_change",
+    ] {
+        let buckets = b[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {b}"));
+        let total: u64 = buckets
+            .iter()
+            .map(|x| x["examples"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, examples, "{key}");
+    }
+    let labels: Vec<&str> = b["domain_change"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["bucket"].as_str().unwrap())
+        .collect();
+    assert!(
+        labels.iter().all(|l| *l == "same" || *l == "changed"),
+        "{labels:?}"
+    );
+    assert!(html.contains("By target event_type") && html.contains("By domain change"));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("## By domain transition (previous → target)"),
+        "{md}"
+    );
+
     let graph = artifact_dir(d, "graph", "graph");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(graph.join("summary.json")).unwrap()).unwrap();

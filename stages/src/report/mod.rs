@@ -34,6 +34,7 @@
 //! over the examples both ranked (evaluate's `ranks.parquet`); metrics
 //! from before evaluate version 3 have no ranks and get no test.
 
+mod breakdowns;
 mod charts;
 mod embedding_map;
 mod paired;
@@ -202,6 +203,7 @@ pub fn write_report(
     let best = best_of(&rows, p.columns.len());
     let mut md = markdown(p, &rows, &best);
     md += &tests_markdown(p, &models, base, &tests);
+    md += &breakdowns::markdown(&models);
     std::fs::write(out.join("report.md"), md)?;
     std::fs::write(out.join("summary.txt"), plain(p, &rows, &best))?;
     let map = embeddings
@@ -508,23 +510,7 @@ fn html(
         s += "</div>\n";
     }
 
-    // breakdowns
-    let with_breakdown: Vec<&ModelRow> = models
-        .iter()
-        .filter(|m| m.detail.breakdown.is_some())
-        .collect();
-    if !with_breakdown.is_empty() {
-        s += "<h2>Breakdowns</h2>\n";
-        for (key, heading) in [
-            ("history_length", "By history length"),
-            (
-                "target_popularity",
-                "By target popularity (long tail vs head)",
-            ),
-        ] {
-            s += &breakdown_table(&with_breakdown, key, heading);
-        }
-    }
+    s += &breakdowns::html(models);
     s += &sampled_vs_full(models, &p.split, chart_k.unwrap_or(p.chart_k));
     s += &training_curves(models)?;
     if let Some(svg) = embedding_map {
@@ -710,62 +696,4 @@ fn delta(v: f64, base: f64) -> String {
         ""
     };
     format!("<span class=\"delta {class}\">Δ {d:+.1}%</span>")
-}
-
-fn breakdown_table(models: &[&ModelRow], key: &str, heading: &str) -> String {
-    // buckets in the order of the first model that has them
-    let buckets: Vec<String> = models
-        .iter()
-        .find_map(|m| m.detail.breakdown.as_ref()?[key].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|b| b["bucket"].as_str().map(String::from))
-        .collect();
-    if buckets.is_empty() {
-        return String::new();
-    }
-    let k = models
-        .iter()
-        .find_map(|m| m.detail.breakdown.as_ref()?["k"].as_u64())
-        .unwrap_or(10);
-    let mut s = format!(
-        "<h3>{}</h3>\n<table>\n<thead><tr><th>model</th>",
-        esc(heading)
-    );
-    for b in &buckets {
-        s += &format!(
-            "<th>{} HR@{k}</th><th>{} NDCG@{k}</th><th>{} n</th>",
-            esc(b),
-            esc(b),
-            esc(b)
-        );
-    }
-    s += "</tr></thead>\n<tbody>\n";
-    for m in models {
-        s += &format!("<tr><td>{}</td>", esc(&m.name));
-        let groups = m
-            .detail
-            .breakdown
-            .as_ref()
-            .and_then(|b| b[key].as_array().cloned())
-            .unwrap_or_default();
-        for b in &buckets {
-            match groups.iter().find(|g| g["bucket"].as_str() == Some(b)) {
-                Some(g) => {
-                    let f =
-                        |name: String| g[&name].as_f64().map_or("-".into(), |v| format!("{v:.4}"));
-                    s += &format!(
-                        "<td>{}</td><td>{}</td><td>{}</td>",
-                        f(format!("hr@{k}")),
-                        f(format!("ndcg@{k}")),
-                        g["examples"].as_u64().unwrap_or(0)
-                    );
-                }
-                None => s += "<td>-</td><td>-</td><td>-</td>",
-            }
-        }
-        s += "</tr>\n";
-    }
-    s += "</tbody>\n</table>\n";
-    s
 }

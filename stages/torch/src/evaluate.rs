@@ -87,6 +87,19 @@ impl TypedStage for EvaluateImpl {
             let bar = ctx.progress.bar(ctx.stage, split, examples.len() as u64);
             let mut full = metrics::Accumulator::new(&p.k, popularity.clone());
             let mut sampled_acc = metrics::Accumulator::new(&p.k, popularity.clone());
+            // Breakdowns by the target event's attributes, when `sequences`
+            // recorded them.
+            let attributes = seqpipe_stages::attributes::read_split(ctx.input("data")?, split)?;
+            for (name, labels) in seqpipe_stages::attributes::breakdowns(&attributes) {
+                anyhow::ensure!(
+                    labels.len() == examples.len(),
+                    "{split}_attributes.parquet has {} rows for {} examples",
+                    labels.len(),
+                    examples.len()
+                );
+                full.group_by(&name, labels.clone());
+                sampled_acc.group_by(&name, labels);
+            }
             let protocol = Protocol {
                 params: &p,
                 sampler: sampler.as_ref(),
