@@ -22,6 +22,7 @@
 //! param = "train.epochs"           # its value in the spec is the full budget
 //! min   = 2                        # the first rung's budget
 //! eta   = 3                        # keep the best 1/eta at each rung
+//! mode  = "sync"                   # or "async" (ASHA: promote as soon as a trial qualifies)
 //! ```
 //!
 //! A trial is a set of `--set`-style overrides plus a seed; the engine runs
@@ -67,6 +68,8 @@ pub struct RawHalving {
     min: Spanned<i64>,
     #[serde(default)]
     eta: Option<Spanned<i64>>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
 }
 
 /// Successive halving: every configuration runs at budget `min` of the
@@ -78,6 +81,10 @@ pub struct Halving {
     pub param: String,
     pub min: i64,
     pub eta: usize,
+    /// ASHA (Li et al., 2020): a trial is promoted from a rung as soon as
+    /// it is in the top 1/eta of the trials finished there, instead of
+    /// once the whole rung has finished.
+    pub asynchronous: bool,
     pub at: Location,
 }
 
@@ -394,11 +401,25 @@ pub fn check(
                     ))
                 }
             };
+            let asynchronous = match &h.mode {
+                None => false,
+                Some(m) if m.get_ref() == "sync" => false,
+                Some(m) if m.get_ref() == "async" => true,
+                Some(m) => {
+                    return Err(error(
+                        &source.location(&m.span()),
+                        "sweep.halving.mode".into(),
+                        format!("`{}` is neither \"sync\" nor \"async\"", m.get_ref()),
+                        None,
+                    ))
+                }
+            };
             Some(Halving {
                 stage,
                 param,
                 min: *h.min.get_ref(),
                 eta,
+                asynchronous,
                 at,
             })
         }

@@ -2,6 +2,7 @@
 //! [`crate::cli`] and the stage registry, and does its work through the model
 //! modules (`spec`, `graph`, `cache`, `run`).
 
+mod asha;
 pub mod gc;
 pub mod run;
 pub mod show;

@@ -64,6 +64,9 @@ pub struct TrialResult {
     pub keys: BTreeMap<String, String>,
     /// The budget at which successive halving stopped this trial.
     pub stopped_at: Option<i64>,
+    /// Under successive halving: (budget, selection metric) per rung it
+    /// ran, in order.
+    pub rungs: Vec<(i64, Option<f64>)>,
 }
 
 /// One configuration on the leaderboard: its trials (one per seed).
@@ -142,7 +145,11 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
         None => run_batch(&ctx, &jobs, &unique, true),
         Some(h) => {
             let full = full_budget(h, &plan)?;
-            successive_halving(&ctx, &jobs, &unique, h, full, base_seed)?
+            if h.asynchronous {
+                super::asha::asynchronous_halving(&ctx, &jobs, &unique, h, full, base_seed)?
+            } else {
+                successive_halving(&ctx, &jobs, &unique, h, full, base_seed)?
+            }
         }
     };
     let mut results: Vec<TrialResult> = Vec::with_capacity(jobs.len());
@@ -217,6 +224,7 @@ fn trials_json(board: &[Entry]) -> anyhow::Result<Vec<u8>> {
                 },
                 "metric": t.metric?,
                 "metrics": t.metrics_dir.as_ref()?.display().to_string(),
+                "rungs": t.rungs,
             }))
         })
         .collect();
@@ -316,33 +324,21 @@ fn successive_halving(
     let mut alive: Vec<usize> = which.to_vec();
     let mut inherited: BTreeMap<usize, String> = BTreeMap::new();
     let mut kept_keys: Vec<String> = vec![];
+    let mut history: BTreeMap<usize, Vec<(i64, Option<f64>)>> = BTreeMap::new();
     let mut finished = BTreeMap::new();
     for (r, &budget) in rungs.iter().enumerate() {
         let last = r + 1 == rungs.len();
         let mut rung_jobs = Vec::with_capacity(alive.len());
         for &j in &alive {
-            let mut overrides = jobs[j].overrides.clone();
-            overrides.push(Override::parse(&format!(
-                "{}.{}={budget}",
-                h.stage, h.param
-            ))?);
-            let mut spec = spec::load(&ctx.cmd.spec, &overrides)?;
-            spec.seed = base_seed + jobs[j].trial.repeat as u64;
-            let mut options = ctx.cmd.run.clone();
-            if !last {
-                options.keep_checkpoints.insert(h.stage.clone());
-            }
-            if let Some(key) = inherited.get(&j) {
-                options
-                    .inherit_checkpoints
-                    .insert(h.stage.clone(), key.clone());
-            }
-            rung_jobs.push(Job {
-                trial: jobs[j].trial.clone(),
-                overrides,
-                plan: Mutex::new(graph::resolve(spec, ctx.registry)?),
-                options,
-            });
+            let rung = Rung { budget, last };
+            rung_jobs.push(rung_job(
+                ctx,
+                &jobs[j],
+                h,
+                rung,
+                inherited.get(&j),
+                base_seed,
+            )?);
         }
         if !ctx.cmd.quiet {
             ctx.progress.println(&format!(
@@ -360,8 +356,12 @@ fn successive_halving(
                 .into_iter()
                 .map(|(k, res)| (alive[k], res))
                 .collect();
-        for (j, res) in &results {
+        for (j, res) in &mut results {
+            let metric = res.as_ref().ok().and_then(|t| t.metric);
+            let rungs = history.entry(*j).or_default();
+            rungs.push((budget, metric));
             if let Ok(t) = res {
+                t.rungs = rungs.clone();
                 if let Some(key) = t.keys.get(&h.stage) {
                     inherited.insert(*j, key.clone());
                     if !last {
@@ -405,10 +405,53 @@ fn successive_halving(
     Ok(finished)
 }
 
+/// A rung of successive halving: its budget, and whether it is the last
+/// (full-budget) one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rung {
+    pub budget: i64,
+    pub last: bool,
+}
+
+/// Trial `job` at rung `rung`: the budget param set, the budget stage's
+/// checkpoints kept (below the last rung) for the next rung to inherit, and
+/// those of `inherit` (the key it ran under at the rung before) taken over.
+pub(super) fn rung_job(
+    ctx: &TrialContext<'_>,
+    job: &Job,
+    h: &Halving,
+    rung: Rung,
+    inherit: Option<&String>,
+    base_seed: u64,
+) -> anyhow::Result<Job> {
+    let mut overrides = job.overrides.clone();
+    overrides.push(Override::parse(&format!(
+        "{}.{}={}",
+        h.stage, h.param, rung.budget
+    ))?);
+    let mut spec = spec::load(&ctx.cmd.spec, &overrides)?;
+    spec.seed = base_seed + job.trial.repeat as u64;
+    let mut options = ctx.cmd.run.clone();
+    if !rung.last {
+        options.keep_checkpoints.insert(h.stage.clone());
+    }
+    if let Some(key) = inherit {
+        options
+            .inherit_checkpoints
+            .insert(h.stage.clone(), key.clone());
+    }
+    Ok(Job {
+        trial: job.trial.clone(),
+        overrides,
+        plan: Mutex::new(graph::resolve(spec, ctx.registry)?),
+        options,
+    })
+}
+
 /// One trial to run: its overrides and resolved plan (behind a lock so the
 /// thread that runs it can set its device).
-struct Job {
-    trial: Trial,
+pub(super) struct Job {
+    pub(super) trial: Trial,
     overrides: Vec<Override>,
     plan: Mutex<Plan>,
     /// The run options (a halving rung keeps and inherits checkpoints).
@@ -416,17 +459,17 @@ struct Job {
 }
 
 /// What every trial run shares.
-struct TrialContext<'a> {
-    cmd: &'a SweepCommand,
-    registry: &'a Registry,
-    cache: &'a Cache,
-    progress: &'a Progress,
-    sweep: &'a SweepSpec,
+pub(super) struct TrialContext<'a> {
+    pub(super) cmd: &'a SweepCommand,
+    pub(super) registry: &'a Registry,
+    pub(super) cache: &'a Cache,
+    pub(super) progress: &'a Progress,
+    pub(super) sweep: &'a SweepSpec,
 }
 
 impl TrialContext<'_> {
     /// Runs one trial (on `device` when given) and saves its manifest.
-    fn run(&self, job: &Job, device: Option<&str>) -> anyhow::Result<TrialResult> {
+    pub(super) fn run(&self, job: &Job, device: Option<&str>) -> anyhow::Result<TrialResult> {
         let mut plan = job.plan.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(device) = device {
             plan.spec.device = device.to_string();
@@ -573,6 +616,7 @@ fn trial_result(
             .filter_map(|s| Some((s.name.clone(), s.key.clone()?)))
             .collect(),
         stopped_at: None,
+        rungs: vec![],
     };
     match read_metric(plan, report, cache, sweep) {
         Ok((value, siblings, dir)) => {

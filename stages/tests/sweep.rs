@@ -427,3 +427,81 @@ fn successive_halving_promotes_the_best_third_and_continues_their_training() {
     };
     assert_eq!(model_hash("fresh", "p.best.toml"), promoted);
 }
+
+/// Asynchronous halving (ASHA) with one slot: trials start in sweep order,
+/// and a trial is promoted as soon as it is in the top ⌊n/eta⌋ of the n
+/// finished at its rung — before the rung is complete. The promotions must
+/// be exactly those the rule gives on the trials' first-rung metrics.
+#[test]
+fn asynchronous_halving_promotes_as_soon_as_a_trial_qualifies() {
+    let spec = HALVING.replace("eta = 3\n", "eta = 3\nmode = \"async\"\n");
+    let (dir, _) = setup(&spec);
+    let d = dir.path();
+    let out = seqpipe(d, &["sweep", "p.toml"]);
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+
+    // (trial id, first-rung metric, promoted?) from trials.json
+    let trials: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("cache/sweeps/sw/trials.json")).unwrap())
+            .unwrap();
+    let mut first_rung: Vec<(u64, f64, bool)> = trials
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let rungs = t["rungs"].as_array().unwrap();
+            assert_eq!(rungs[0][0], 1, "{t}");
+            (
+                t["trial"].as_u64().unwrap(),
+                rungs[0][1].as_f64().unwrap(),
+                rungs.len() == 2,
+            )
+        })
+        .collect();
+    first_rung.sort_by_key(|t| t.0);
+    assert_eq!(first_rung.len(), 6);
+
+    // The rule, replayed in finishing order (= trial order with one slot).
+    let mut finished: Vec<(u64, f64)> = vec![];
+    let mut promoted: Vec<u64> = vec![];
+    for &(id, metric, _) in &first_rung {
+        finished.push((id, metric));
+        loop {
+            let mut ranked = finished.clone();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let top = finished.len() / 3;
+            match ranked[..top].iter().find(|(i, _)| !promoted.contains(i)) {
+                Some(&(i, _)) => promoted.push(i),
+                None => break,
+            }
+        }
+    }
+    let mut expected: Vec<u64> = promoted.clone();
+    expected.sort_unstable();
+    let actual: Vec<u64> = first_rung.iter().filter(|t| t.2).map(|t| t.0).collect();
+    assert_eq!(actual, expected, "{log}");
+    let counts = executions(d);
+    assert_eq!(counts["train"], 6 + promoted.len(), "{counts:?}");
+
+    // Asynchronous: the first promotion ran before the last new trial.
+    let lines: Vec<&str> = log.lines().collect();
+    let first_promotion = lines
+        .iter()
+        .position(|l| l.contains("at rung 2 of 2"))
+        .unwrap();
+    let last_start = lines
+        .iter()
+        .rposition(|l| l.contains("at rung 1 of 2"))
+        .unwrap();
+    assert!(first_promotion < last_start, "{log}");
+    // every promoted training continued from its 1-epoch checkpoint
+    let left: Vec<_> = std::fs::read_dir(d.join("cache/checkpoints"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
