@@ -7,6 +7,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh
 . scripts/env.sh
+# Headless Chromium renders the HTML report in a test (Debian's package;
+# installed when missing and we may, i.e. as root with apt-get). Once it is
+# there the test may not skip.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium for the report rendering test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 ||
+        echo "setup: chromium could not be installed; the rendering test will say it skipped"
+fi
+if command -v chromium >/dev/null 2>&1; then
+    export SEQPIPE_REQUIRE_CHROMIUM=1
+fi
 # Release profile: one build serves the tests and the binary they drive, and
 # tensor code runs at real speed.
 cargo test --release --workspace "$@"

@@ -353,3 +353,81 @@ fn write_embeddings(dir: &Path) -> PathBuf {
     .unwrap();
     d
 }
+
+/// The page as a person sees it: headless Chromium (Debian's `chromium`,
+/// which scripts/test.sh installs) parses it and renders it to a PNG
+/// without errors. Without Chromium the test says why and passes, unless
+/// SEQPIPE_REQUIRE_CHROMIUM is set (scripts/test.sh sets it once Chromium
+/// is there), so CI cannot skip it silently.
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        assert!(
+            std::env::var_os("SEQPIPE_REQUIRE_CHROMIUM").is_none(),
+            "SEQPIPE_REQUIRE_CHROMIUM is set but no chromium runs"
+        );
+        eprintln!("skipped: no chromium on PATH (scripts/test.sh installs Debian's)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs: Vec<(String, PathBuf)> = ["pop", "gru4rec", "sasrec"]
+        .iter()
+        .zip([1.0, 3.0, 4.0])
+        .map(|(m, s)| (m.to_string(), write_metrics(tmp.path(), m, s, true)))
+        .collect();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    write_report(&Params::default(), &inputs, None, &out, 1).unwrap();
+    let page = format!("file://{}", out.join("report.html").display());
+    let headless = |extra: &[&str]| {
+        let o = std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                tmp.path().join("profile").display()
+            ))
+            .args(extra)
+            .arg(&page)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    // The DOM Chromium built holds every model row and both charts.
+    let dom = String::from_utf8(headless(&["--dump-dom"]).stdout).unwrap();
+    for model in ["pop", "gru4rec", "sasrec"] {
+        assert!(
+            dom.contains(&format!("<td>{model}</td>")),
+            "{model} not rendered"
+        );
+    }
+    assert_eq!(dom.matches("<svg").count(), 2, "charts not in the DOM");
+    // The screenshot: a PNG of the asked size with real content.
+    let png = tmp.path().join("report.png");
+    headless(&[
+        "--window-size=1200,1600",
+        &format!("--screenshot={}", png.display()),
+    ]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let dim = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (1200, 1600));
+    assert!(
+        bytes.len() > 20_000,
+        "a near-empty page: {} bytes",
+        bytes.len()
+    );
+}

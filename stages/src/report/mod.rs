@@ -80,8 +80,9 @@ impl Default for Params {
 pub struct Report;
 
 /// 2: report.html. 3: paired significance tests, training curves, sampled
-/// against full ranking.
-pub const VERSION: u32 = 3;
+/// against full ranking. 4: wide tables scroll inside the page; attribute
+/// breakdowns (Markdown and HTML).
+pub const VERSION: u32 = 4;
 
 impl TypedStage for Report {
     type Params = Params;
@@ -438,7 +439,7 @@ fn esc(s: &str) -> String {
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}\
+table{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto;max-width:100%}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}\
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}\
 .ci,.delta{display:block;font-size:75%;color:#666}.up{color:#1a7f37}.down{color:#c62828}\
 .chart{margin:1em 0}p.note{color:#555;font-size:90%}";
