@@ -37,7 +37,10 @@
 //! give the same bytes as before the filters existed).
 //!
 //! Events are ordered by (timestamp, original row) per user, so ties keep
-//! the log's order. Items are remapped to `1..=n` by ascending original id.
+//! the log's order and a log whose times are out of order needs no
+//! sorting first. Exact duplicate rows stay separate interactions (a repeat
+//! purchase looks the same); `clean`'s `dedup` removes them when they are
+//! not. Items are remapped to `1..=n` by ascending original id.
 //!
 //! Leave-one-out (the default) holds out each unit's last item for test
 //! and the one before for validation, and its vocabulary is every item of
@@ -714,6 +717,25 @@ mod tests {
         let (data, _) = build(&events, &p).unwrap();
         assert_eq!(data.test[0].history, [2, 3]);
         assert_eq!(data.test[0].target, 4);
+    }
+
+    /// Documented behaviour for logs that are not clean: timestamps out of
+    /// order are sorted per user (the log's order only breaks ties), and
+    /// exact duplicate rows are separate interactions (a repeat purchase
+    /// looks the same) — `clean`'s `dedup` removes them when they are not.
+    #[test]
+    fn unordered_times_are_sorted_and_duplicate_rows_are_kept() {
+        let ordered = [(1, 10, 1), (1, 20, 2), (1, 30, 3), (1, 40, 4)];
+        let shuffled = [(1, 30, 3), (1, 10, 1), (1, 40, 4), (1, 20, 2)];
+        let p = Params::default();
+        let (a, _) = build(&ordered, &p).unwrap();
+        let (b, _) = build(&shuffled, &p).unwrap();
+        assert_eq!((a.train, a.valid, a.test), (b.train, b.valid, b.test));
+        let duplicated = [(1, 10, 1), (1, 20, 2), (1, 20, 2), (1, 30, 3)];
+        let (d, _) = build(&duplicated, &p).unwrap();
+        assert_eq!(d.meta.interactions, 4);
+        assert_eq!(d.train[0].1, [1, 2]); // 10, 20 | valid 20 | test 30
+        assert_eq!((d.valid[0].target, d.test[0].target), (2, 3));
     }
 
     #[test]
