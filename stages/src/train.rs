@@ -20,12 +20,37 @@
 //! and `v_filters` (4; vertical filters); Caser's `max_len` is its window L,
 //! the most recent items each prediction reads (the paper uses L = 5: set
 //! it, the shared default 50 makes Caser slow); it trains on one window per
-//! position of the last 200 items of each sequence.
+//! position of the last `train_len` (200) positions of each sequence — each
+//! window reading the items before it, within the last `max(train_len,
+//! max_len) + 1` items of the sequence. `train_len` enters Caser's key only
+//! when it is not 200.
 //! GSRec (self-attention feeding a GRU) reads `dim`, `layers` (attention
 //! blocks), `heads`, `pre_norm`, `hidden` (0 = dim; the GRU's size, scores
 //! through a linear layer), `gru_layers` (1; stacked GRUs) and `ffn`
 //! (false; a feed-forward layer of width `ffn_dim`, 0 = dim, in each block)
 //! besides the shared neural params.
+//!
+//! Loss (SASRec, GRU4Rec, Caser and GSRec): `loss` ("ce" | "bce"; "ce") —
+//! "ce" is full-softmax cross-entropy over the whole catalogue at every
+//! predicted position; "bce" is the SASRec paper's binary cross-entropy
+//! (Kang & McAuley 2018; also the GSRec thesis' and Caser's): at every
+//! predicted position the true next item and `negatives` (1) items drawn
+//! uniformly, with replacement, from the catalogue minus padding and minus
+//! the items of the user's training sequence (as the authors' sampler; a
+//! user who has seen every item gets any item but the target), scored by
+//! the model's output for just those items; loss `-log σ(pos) - Σ log(1 -
+//! σ(neg))`, averaged over the real positions (padding never enters). The
+//! draws come from a ChaCha stream keyed by (seed, epoch), so runs stay
+//! bit-identical on CPU and resume bit-exactly. A user's own items are never
+//! negatives, so such a model never learns to rank them low: evaluate it as
+//! the paper does, with `evaluate`'s `exclude_seen = true` (on a planted
+//! successor rule in short chains SASRec trained so ranks the next item
+//! first for every user among the unseen items, for a third among all). `train_loss` in
+//! `training.json` is then that sampled loss, while `valid_loss` stays the
+//! full-softmax cross-entropy, comparable across losses. "bce" on another
+//! model (BERT4Rec's cloze task, pop, markov, itemknn) is refused at plan
+//! time. `loss` enters the key only when "bce", `negatives` only then and
+//! when not 1.
 //! Params a model does not use are left out of its key, so `lr` on a `pop`
 //! stage, or `heads` on a `gru4rec` stage, changes nothing; `markov` is
 //! keyed on `order` only when it is not 1, so first-order keys are the ones
@@ -134,6 +159,9 @@ pub struct Params {
     pub early_stopping: usize,
     pub early_stopping_metric: String,
     pub valid_every: usize,
+    pub loss: String,
+    pub negatives: usize,
+    pub train_len: i64,
 }
 
 impl Default for Params {
@@ -169,6 +197,9 @@ impl Default for Params {
             early_stopping: 0,
             early_stopping_metric: "ndcg@10".into(),
             valid_every: 1,
+            loss: "ce".into(),
+            negatives: 1,
+            train_len: 200,
         }
     }
 }
@@ -266,6 +297,13 @@ pub const SCHEDULES: [&str; 3] = ["constant", "cosine", "plateau"];
 /// The validation metrics early stopping can watch.
 pub const STOP_METRICS: [&str; 3] = ["ndcg@10", "hr@10", "valid_loss"];
 
+/// The training losses of the neural models.
+pub const LOSSES: [&str; 2] = ["ce", "bce"];
+
+/// The models `loss = "bce"` (sampled negatives) trains: the next-item
+/// models of the shared trainer. BERT4Rec's cloze task keeps its softmax.
+pub const BCE_MODELS: [&str; 4] = ["sasrec", "gru4rec", "caser", "gsrec"];
+
 pub struct Train;
 
 /// 3: GRU4Rec's item table starts at N(0, 1) (was N(0, 1/dim)).
@@ -319,6 +357,9 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping", doc: "neural models: stop after this many epochs without improving early_stopping_metric and keep the best epoch's weights (0 = off)" },
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
+                ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "negatives", doc: "bce: negatives per position, drawn uniformly from the items the user's training sequence lacks (>= 1)" },
+                ParamDoc { name: "train_len", doc: "caser: the most recent positions of each training sequence that become training windows (>= 1)" },
             ],
             resource: Resource::Tensor,
         }
@@ -345,6 +386,7 @@ impl TypedStage for Train {
             }
             validate_schedule(p)?;
         }
+        validate_loss(p)?;
         if p.model == "sasrec" || p.model == "bert4rec" || p.model == "gsrec" {
             positive("heads", p.heads)?;
             if p.dim % p.heads != 0 {
@@ -386,6 +428,7 @@ impl TypedStage for Train {
         if p.model == "caser" {
             positive("h_filters", p.h_filters)?;
             positive("v_filters", p.v_filters)?;
+            positive("train_len", p.train_len)?;
         }
         if p.model == "markov" {
             positive("order", p.order)?;
@@ -404,7 +447,7 @@ impl TypedStage for Train {
             "sasrec" => neural_key(p, &SASREC_PARAMS),
             "gru4rec" => neural_key(p, &GRU4REC_PARAMS),
             "bert4rec" => neural_key(p, &BERT4REC_PARAMS),
-            "caser" => neural_key(p, &CASER_PARAMS),
+            "caser" => caser_key(p),
             "gsrec" => neural_key(p, &GSREC_PARAMS),
             "itemknn" => keep_params(p, &ITEMKNN_PARAMS),
             // First-order keys are those from before `order` existed.
@@ -429,6 +472,16 @@ fn keep_params(p: &Params, keys: &[&str]) -> serde_json::Value {
     };
     all.retain(|k, _| k == "model" || keys.contains(&k.as_str()));
     serde_json::Value::Object(all)
+}
+
+/// Caser's key: `train_len` joins its params only when it is not the
+/// default, so keys from before it was a param are unchanged.
+fn caser_key(p: &Params) -> serde_json::Value {
+    let mut used = CASER_PARAMS.to_vec();
+    if p.train_len != Params::default().train_len {
+        used.push("train_len");
+    }
+    neural_key(p, &used)
 }
 
 /// A neural model's key: its `model_params`, plus the schedule and
@@ -465,7 +518,36 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
             used.push("early_stopping_metric");
         }
     }
+    if p.loss != d.loss {
+        used.push("loss");
+        if p.negatives != d.negatives {
+            used.push("negatives");
+        }
+    }
     keep_params(p, &used)
+}
+
+/// `loss` and, under "bce", `negatives`: any model may name the default
+/// loss, but "bce" only those that train with it.
+fn validate_loss(p: &Params) -> Result<(), String> {
+    if !LOSSES.contains(&p.loss.as_str()) {
+        return Err(format!(
+            "loss: unknown loss {:?} ({})",
+            p.loss,
+            LOSSES.join(", ")
+        ));
+    }
+    if p.loss == "bce" {
+        if !BCE_MODELS.contains(&p.model.as_str()) {
+            return Err(format!(
+                "loss: \"bce\" is not available for model `{}` (only for {})",
+                p.model,
+                BCE_MODELS.join(", ")
+            ));
+        }
+        positive("negatives", p.negatives as i64)?;
+    }
+    Ok(())
 }
 
 /// The schedule and early-stopping params of a neural model.
@@ -548,6 +630,9 @@ mod tests {
             "early_stopping",
             "early_stopping_metric",
             "valid_every",
+            "loss",
+            "negatives",
+            "train_len",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -568,6 +653,9 @@ mod tests {
             plateau_factor: 0.1,
             plateau_patience: 4,
             early_stopping_metric: "valid_loss".into(),
+            // Unread: the loss is "ce"; train_len is Caser's.
+            negatives: 5,
+            train_len: 7,
             ..p
         };
         assert_eq!(Train.canonical(&other), before);
@@ -1116,6 +1204,129 @@ mod tests {
                     ..p
                 })
                 .is_ok());
+        }
+    }
+
+    #[test]
+    fn loss_enters_the_key_only_when_bce_and_negatives_only_when_not_one() {
+        use serde_json::json;
+        for model in BCE_MODELS {
+            let p = Params {
+                model: model.into(),
+                max_len: 5,
+                ..Params::default()
+            };
+            let base = Train.canonical(&p);
+            assert!(base.get("loss").is_none(), "{model}");
+            // negatives is unread under "ce".
+            assert_eq!(
+                Train.canonical(&Params {
+                    negatives: 4,
+                    ..p.clone()
+                }),
+                base,
+                "{model}"
+            );
+            let bce = Params {
+                loss: "bce".into(),
+                ..p.clone()
+            };
+            assert!(Train.validate(&bce).is_ok(), "{model}");
+            let key = Train.canonical(&bce);
+            assert_eq!(key["loss"], json!("bce"), "{model}");
+            assert!(key.get("negatives").is_none(), "{model}");
+            let mut rest = key.as_object().unwrap().clone();
+            rest.remove("loss");
+            assert_eq!(serde_json::Value::Object(rest), base, "{model}");
+            let three = Train.canonical(&Params {
+                negatives: 3,
+                ..bce.clone()
+            });
+            assert_eq!(three["negatives"], json!(3), "{model}");
+            assert_eq!(
+                Train
+                    .validate(&Params {
+                        negatives: 0,
+                        ..bce
+                    })
+                    .unwrap_err(),
+                "negatives: must be above 0, not 0"
+            );
+        }
+    }
+
+    #[test]
+    fn bce_is_refused_by_name_for_models_without_it() {
+        for model in ["bert4rec", "pop", "markov", "itemknn"] {
+            let p = Params {
+                model: model.into(),
+                loss: "bce".into(),
+                ..Params::default()
+            };
+            let e = Train.validate(&p).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "loss: \"bce\" is not available for model `{model}` (only for sasrec, gru4rec, caser, gsrec)"
+                )
+            );
+            // The default loss is fine everywhere and changes no key.
+            let ce = Params {
+                loss: "ce".into(),
+                ..p
+            };
+            assert!(Train.validate(&ce).is_ok(), "{model}");
+            assert_eq!(
+                Train.canonical(&ce),
+                Train.canonical(&Params {
+                    model: model.into(),
+                    ..Params::default()
+                })
+            );
+        }
+        let e = Train
+            .validate(&Params {
+                loss: "bpr".into(),
+                ..Params::default()
+            })
+            .unwrap_err();
+        assert_eq!(e, r#"loss: unknown loss "bpr" (ce, bce)"#);
+    }
+
+    #[test]
+    fn caser_train_len_is_keyed_only_when_not_200_and_validated() {
+        let p = Params {
+            model: "caser".into(),
+            max_len: 5,
+            ..Params::default()
+        };
+        let key = Train.canonical(&p);
+        assert!(key.get("train_len").is_none());
+        let q = Params {
+            train_len: 50,
+            ..p.clone()
+        };
+        assert!(Train.validate(&q).is_ok());
+        assert_eq!(Train.canonical(&q)["train_len"], serde_json::json!(50));
+        let e = Train
+            .validate(&Params {
+                train_len: 0,
+                ..p.clone()
+            })
+            .unwrap_err();
+        assert_eq!(e, "train_len: must be above 0, not 0");
+        // Other models neither read nor check it.
+        for model in ["sasrec", "gsrec", "gru4rec", "bert4rec"] {
+            let m = Params {
+                model: model.into(),
+                ..Params::default()
+            };
+            let odd = Params {
+                train_len: 0,
+                ..m.clone()
+            };
+            assert!(Train.validate(&odd).is_ok(), "{model}");
+            assert_eq!(Train.canonical(&odd), Train.canonical(&m), "{model}");
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::models::gsrec::GsRecConfig;
 use crate::models::optim::Schedule;
 use crate::models::sasrec::SasRecConfig;
 use crate::models::trainer::{
-    self, EarlyStopping, ItemInit, ModelConfig, StopMetric, TrainConfig, TrainData, Trained,
+    self, EarlyStopping, ItemInit, Loss, ModelConfig, StopMetric, TrainConfig, TrainData, Trained,
 };
 use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop};
 
@@ -99,7 +99,7 @@ impl TypedStage for TrainImpl {
                     h_filters: p.h_filters,
                     v_filters: p.v_filters,
                     dropout: p.dropout,
-                    ..CaserConfig::new(n)
+                    train_len: p.train_len,
                 };
                 train_neural(&model, &p, &data, ctx, &out)
             }
@@ -233,6 +233,13 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
             })?,
         }),
     };
+    let loss = match p.loss.as_str() {
+        "ce" => Loss::CrossEntropy,
+        "bce" => Loss::SampledBce {
+            negatives: p.negatives,
+        },
+        other => anyhow::bail!("params.loss: no implementation for loss {other:?}"),
+    };
     Ok(TrainConfig {
         epochs: p.epochs,
         batch_size: p.batch_size,
@@ -242,6 +249,7 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         schedule,
         early_stopping,
         valid_every: p.valid_every,
+        loss,
         ..TrainConfig::default()
     })
 }

@@ -17,8 +17,8 @@
 //!   user ids (and evaluation holds users the model may not have seen), so
 //!   it is omitted: `W'` is `num_items × d`, not `num_items × 2d`.
 //! * **Training.** The paper slides a window over each sequence, each `L`
-//!   consecutive items predicting the next `T` with a sampled negative and
-//!   binary cross-entropy. Here every position of a training sequence is
+//!   consecutive items predicting the next `T` with sampled negatives (3)
+//!   and binary cross-entropy. Here every position of a training sequence is
 //!   one such window with `T = 1`: the state at position `t` is Caser's `z`
 //!   for the `L` items ending at `t` (zero rows before the sequence starts,
 //!   as RecBole pads short histories), computed for all positions at once by
@@ -26,11 +26,17 @@
 //!   a sliding max-pool of width `L - h + 1`, and the vertical filters on
 //!   the same sliding windows. So the shared trainer's loss at every
 //!   position is exactly Caser's loss over all windows, with full-softmax
-//!   cross-entropy (as our other models, and as RecBole's Caser with `CE`).
-//!   Each sequence contributes its last `train_len` positions (a config
-//!   field, 200, not a stage param), which is why [`ModelConfig::max_len`]
-//!   is `max(train_len, max_len)` while the model itself reads only the last
-//!   `max_len` items.
+//!   cross-entropy by default (as our other models, and as RecBole's Caser
+//!   with `CE`), or the paper's binary cross-entropy with `loss = "bce"`
+//!   (`negatives = 3` for the paper's setting).
+//!   Each sequence contributes its last `train_len` positions (the stage
+//!   param, 200 by default): the trainer cuts each sequence to its last
+//!   [`ModelConfig::max_len`] = `max(train_len, max_len)` inputs, and when
+//!   those are more than `train_len` (a window `L` above `train_len`) only
+//!   the last `train_len` positions are predicted, the earlier items
+//!   serving as their windows' context. A window of the kept part that
+//!   reaches back past it sees zero rows there, as at a sequence's start.
+//!   The model itself reads only the last `max_len` items.
 //! * **Initialisation.** Item embeddings are drawn from N(0, 1/d²) (as
 //!   RecBole's and the authors' code); convolutions and linear layers as
 //!   PyTorch's defaults (uniform in ±1/sqrt(fan_in)).
@@ -42,9 +48,11 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Tensor};
 
+use rand_chacha::ChaCha8Rng;
+
 use super::layers::{with_padding_column, Linear};
 use super::param;
-use super::trainer::{ModelConfig, SequenceModel};
+use super::trainer::{next_item_batch_last, ModelConfig, SequenceModel, TrainBatch};
 
 /// Hyper-parameters of a Caser model. Serialised next to the weights.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -67,8 +75,8 @@ pub struct CaserConfig {
     /// Dropout rate on the concatenated convolution outputs.
     #[serde(default = "default_dropout")]
     pub dropout: f64,
-    /// Training reads the last `train_len` positions of each sequence (one
-    /// window each).
+    /// Training predicts the last `train_len` positions of each sequence
+    /// (one window each).
     #[serde(default = "default_train_len")]
     pub train_len: i64,
 }
@@ -88,8 +96,11 @@ fn default_v_filters() -> i64 {
 fn default_dropout() -> f64 {
     0.5
 }
+/// The `train` stage's default `train_len` too.
+pub const DEFAULT_TRAIN_LEN: i64 = 200;
+
 fn default_train_len() -> i64 {
-    200
+    DEFAULT_TRAIN_LEN
 }
 
 impl CaserConfig {
@@ -333,6 +344,18 @@ impl ModelConfig for CaserConfig {
     fn build_uninit(&self, p: &nn::Path) -> Caser {
         Caser::new_uninit(p, self)
     }
+
+    /// Next-item prediction at the last `train_len` positions of each
+    /// window (all of them unless the window `L` exceeds `train_len`).
+    fn training_batch(
+        &self,
+        windows: &[&[i64]],
+        rng: &mut ChaCha8Rng,
+        device: Device,
+    ) -> TrainBatch {
+        let _ = rng;
+        next_item_batch_last(windows, self.train_len.max(1) as usize, device)
+    }
 }
 
 impl SequenceModel for Caser {
@@ -342,6 +365,10 @@ impl SequenceModel for Caser {
 
     fn item_logits(&self, hidden: &Tensor) -> Tensor {
         Caser::item_logits(self, hidden)
+    }
+
+    fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        self.out.forward_rows(hidden, columns)
     }
 
     fn score_last(&self, seqs: &Tensor) -> Tensor {

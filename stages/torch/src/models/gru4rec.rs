@@ -17,7 +17,10 @@
 //!   full-softmax cross-entropy at every real position — the same objective
 //!   as our SASRec, so the two compare on architecture alone. Full-softmax
 //!   cross-entropy is also what the CIKM 2018 paper found strongest when the
-//!   catalogue is small enough to score whole.
+//!   catalogue is small enough to score whole. `loss = "bce"` trains with
+//!   binary cross-entropy against `negatives` uniform negatives per position
+//!   instead (SASRec's sampled loss, not the papers' popularity-sampled
+//!   BPR / TOP1 rankings).
 //! * **Input.** An item embedding table (`dim` wide, row 0 = padding) instead
 //!   of one-hot inputs.
 //! * **Output.** When `hidden == dim` the scores are dot products with the
@@ -48,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Tensor};
 
-use super::layers::{with_padding_column, Gru, Linear, Padding};
+use super::layers::{dot_rows, with_padding_column, Gru, Linear, Padding};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -238,6 +241,16 @@ impl Gru4Rec {
         }
     }
 
+    /// The scores of items `columns + 1` ([T, K]) for hidden states
+    /// [T, hidden]: [T, K], what [`Gru4Rec::item_logits`] holds at those
+    /// columns, computed for the K items only.
+    pub fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        match &self.out {
+            Some(out) => out.forward_rows(hidden, columns),
+            None => dot_rows(&self.item_emb, hidden, &(columns + 1)),
+        }
+    }
+
     /// Next-item scores after the last position of each left-padded history,
     /// in eval mode and without recording gradients: [B, num_items + 1]
     /// float, column `i` scoring item `i`, column 0 (padding) `-inf`.
@@ -281,6 +294,10 @@ impl SequenceModel for Gru4Rec {
 
     fn item_logits(&self, hidden: &Tensor) -> Tensor {
         Gru4Rec::item_logits(self, hidden)
+    }
+
+    fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        Gru4Rec::item_scores(self, hidden, columns)
     }
 
     fn score_last(&self, seqs: &Tensor) -> Tensor {

@@ -15,9 +15,12 @@
 //! Where this implementation deviates from the thesis:
 //!
 //! * **Loss.** The thesis trains with binary cross-entropy with logits on
-//!   sampled negatives; the shared trainer (`trainer.rs`) trains every
-//!   model here with full-softmax cross-entropy at every position, so GSRec
-//!   compares with SASRec and GRU4Rec on architecture alone.
+//!   sampled negatives: that is `loss = "bce"` (`negatives` per position,
+//!   drawn uniformly from the items the user's training sequence lacks,
+//!   scored by the output layer's rows for just those items). The default
+//!   is the shared trainer's full-softmax cross-entropy at every position,
+//!   as for every model here, so that GSRec compares with SASRec and
+//!   GRU4Rec on architecture alone.
 //! * **Blocks.** The attention blocks are SASRec's (pre-LN by default,
 //!   `pre_norm = false` for post-LN), sharing its code in `layers.rs`.
 //!
@@ -253,6 +256,10 @@ impl GsRec {
         self.out.forward(hidden)
     }
 
+    fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        self.out.forward_rows(hidden, columns)
+    }
+
     fn score_last(&self, seqs: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let last = self.encode(seqs, false).select(1, -1);
@@ -293,6 +300,10 @@ impl SequenceModel for GsRec {
 
     fn item_logits(&self, hidden: &Tensor) -> Tensor {
         GsRec::item_logits(self, hidden)
+    }
+
+    fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        GsRec::item_scores(self, hidden, columns)
     }
 
     fn score_last(&self, seqs: &Tensor) -> Tensor {

@@ -34,6 +34,31 @@ impl Linear {
     pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
         xs.linear(&self.ws, Some(&self.bs))
     }
+
+    /// Some outputs only: `xs` [T, in] and `rows` [T, K] → [T, K], entry
+    /// `[t, k]` being output `rows[t, k]` of `forward(xs[t])` (the sampled
+    /// loss scores K items instead of all).
+    pub(crate) fn forward_rows(&self, xs: &Tensor, rows: &Tensor) -> Tensor {
+        let ws = gather_rows(&self.ws, rows); // [T, K, in]
+        let bs = self.bs.index_select(0, &rows.flatten(0, -1)).view_as(rows);
+        ws.matmul(&xs.unsqueeze(-1)).squeeze_dim(-1) + bs
+    }
+}
+
+/// Rows `rows` [T, K] of `table` [N, D] → [T, K, D].
+pub(crate) fn gather_rows(table: &Tensor, rows: &Tensor) -> Tensor {
+    let (t, k) = rows.size2().expect("rows must be [T, K]");
+    table
+        .index_select(0, &rows.flatten(0, -1))
+        .view([t, k, table.size()[1]])
+}
+
+/// Dot products of `hidden` [T, D] with rows `rows` [T, K] of `table`
+/// [N, D] → [T, K]: the scores of K items against an embedding table.
+pub(crate) fn dot_rows(table: &Tensor, hidden: &Tensor, rows: &Tensor) -> Tensor {
+    gather_rows(table, rows)
+        .matmul(&hidden.unsqueeze(-1))
+        .squeeze_dim(-1)
 }
 
 /// Layer normalisation over the last dimension (weight 1, bias 0 at init).

@@ -20,7 +20,8 @@
 //! - [`infonce`]: contrastive item embeddings on co-occurrence pairs (the
 //!   `embed.infonce` kind; not a next-item model).
 //!
-//! The neural models share [`trainer`] (batching, full-softmax loss, [`optim`]'s
+//! The neural models share [`trainer`] (batching, the loss — full-softmax
+//! cross-entropy, or binary cross-entropy on sampled negatives — [`optim`]'s
 //! AdamW, checkpoints and resume) through its two traits, and one scorer,
 //! [`SeqScorer`].
 

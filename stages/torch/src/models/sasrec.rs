@@ -9,11 +9,14 @@
 //! Where this implementation deviates from the paper:
 //!
 //! * **Loss.** The paper trains with binary cross-entropy against one sampled
-//!   negative per position. This module only provides the model; the shared
-//!   training loop in `trainer.rs` uses full-softmax cross-entropy over the
-//!   whole catalogue at every position, the "strong" variant (SASRec+ / SASRec-CE, cf.
-//!   Klenitskiy & Vasilev, RecSys 2023), which is markedly better and is what
-//!   modern comparisons expect.
+//!   negative per position. The shared training loop in `trainer.rs` uses
+//!   full-softmax cross-entropy over the whole catalogue at every position by
+//!   default, the "strong" variant (SASRec+ / SASRec-CE, cf. Klenitskiy &
+//!   Vasilev, RecSys 2023), which is markedly better and is what modern
+//!   comparisons expect. The paper's loss is `loss = "bce"` (`negatives`
+//!   per position, 1 as in the paper, drawn uniformly from the items the
+//!   user's training sequence lacks, as the authors' sampler does; scored by
+//!   dot product with the item table, [`SasRec::item_scores`]).
 //! * **Normalisation.** `pre_norm = true` (the default) uses the usual pre-LN
 //!   transformer block (`x + Drop(Attn(LN(x)))`, `x + Drop(FFN(LN(x)))`, final
 //!   LN). `pre_norm = false` gives the post-LN block (`LN(x + Drop(Attn(x)))`).
@@ -40,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm};
+use super::layers::{dot_rows, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
 
@@ -285,6 +288,13 @@ impl SasRec {
         hidden.matmul(&table.tr())
     }
 
+    /// The scores of items `columns + 1` ([T, K]) for hidden states [T, dim]:
+    /// [T, K], the dot products [`SasRec::item_logits`] holds at those columns,
+    /// computed for the K items only.
+    pub fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        dot_rows(&self.item_emb, hidden, &(columns + 1))
+    }
+
     /// Next-item scores after the last position of each left-padded history,
     /// in eval mode (no dropout) and without recording gradients.
     ///
@@ -334,6 +344,10 @@ impl SequenceModel for SasRec {
 
     fn item_logits(&self, hidden: &Tensor) -> Tensor {
         SasRec::item_logits(self, hidden)
+    }
+
+    fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        SasRec::item_scores(self, hidden, columns)
     }
 
     fn score_last(&self, seqs: &Tensor) -> Tensor {

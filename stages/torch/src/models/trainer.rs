@@ -1,6 +1,7 @@
 //! The model-agnostic trainer: resumable, deterministic training of any
-//! [`SequenceModel`] with full-softmax cross-entropy at every real position,
-//! plus saving and loading of trained models.
+//! [`SequenceModel`] with full-softmax cross-entropy at every real position
+//! (or, with [`Loss::SampledBce`], binary cross-entropy against sampled
+//! negatives), plus saving and loading of trained models.
 //!
 //! A model plugs in through two small traits. Its config implements
 //! [`ModelConfig`] (name, validation, catalogue size, history length, how
@@ -19,7 +20,10 @@
 //! and `tch::manual_seed(seed + e)` is called at the start of the epoch for
 //! dropout. A model that draws while building batches (masking) gets a
 //! `ChaCha8Rng` that is likewise fresh per epoch, a function of `(seed, e)`
-//! ([`batch_rng`]). After every epoch the model weights, the optimiser state and the
+//! ([`batch_rng`]); the negatives of [`Loss::SampledBce`] come from a third
+//! stream of the same kind ([`negative_rng`]), so the RNG state a
+//! checkpoint needs is just `(seed, epoch)` and nothing is saved for it.
+//! After every epoch the model weights, the optimiser state and the
 //! statistics so far are checkpointed atomically; a later call on the same
 //! checkpoint directory continues from the next epoch and, on CPU, ends with
 //! bit-for-bit the same weights as an uninterrupted run. (On CUDA some kernels
@@ -47,6 +51,16 @@
 //! nothing excluded). It changes no weight, so a training's weights do not
 //! depend on whether it validates.
 //!
+//! Loss ([`TrainConfig::loss`]): full-softmax cross-entropy over every item
+//! at every predicted position (the default), or the SASRec paper's binary
+//! cross-entropy: at every predicted position the true next item and
+//! `negatives` items drawn uniformly from the catalogue minus padding and
+//! minus the items of the user's training sequence ([`draw_negative`]), each
+//! scored by [`SequenceModel::item_scores`], loss `-log σ(pos) - Σ log(1 -
+//! σ(neg))` averaged over the positions ([`bce_loss`]). Validation always
+//! reports the full-softmax cross-entropy, so validation losses compare
+//! across losses.
+//!
 //! Learning rate: [`TrainConfig::schedule`] ([`Schedule`]: constant, cosine
 //! with warm-up stepped per batch, or reduce-on-plateau on the validation
 //! loss stepped per epoch). Early stopping ([`TrainConfig::early_stopping`])
@@ -71,7 +85,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqpipe_stages::metrics;
 use seqpipe_stages::seqdata::Example;
@@ -135,6 +149,14 @@ pub trait SequenceModel {
     /// [..., num_items], column `k` holding item `k + 1`, so that the padding
     /// item never enters the softmax.
     fn item_logits(&self, hidden: &Tensor) -> Tensor;
+    /// The scores of some items only: `hidden` [T, D] and `columns` [T, K]
+    /// (item minus one, as in [`SequenceModel::item_logits`]) → [T, K],
+    /// entry `[t, k]` being `item_logits(hidden)[t, columns[t, k]]`. The
+    /// sampled loss reads these; a model overrides the default (which
+    /// scores every item and picks) to score just the K items.
+    fn item_scores(&self, hidden: &Tensor, columns: &Tensor) -> Tensor {
+        self.item_logits(hidden).gather(-1, columns, false)
+    }
     /// Next-item scores after the last position of each left-padded history,
     /// in eval mode and without gradients: [B, num_items + 1] float, column
     /// `i` scoring item `i`, column 0 (padding) `-inf`.
@@ -172,6 +194,29 @@ pub struct TrainConfig {
     /// stopping read every epoch's validation, so they need 1.
     #[serde(skip_serializing_if = "is_one")]
     pub valid_every: usize,
+    /// The training objective (full-softmax cross-entropy by default). Left
+    /// out of the JSON when it is the default, so checkpoints from before
+    /// it existed still resume.
+    #[serde(skip_serializing_if = "is_cross_entropy")]
+    pub loss: Loss,
+}
+
+/// What training minimises at every predicted position.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Loss {
+    /// Full-softmax cross-entropy over the whole catalogue.
+    #[default]
+    #[serde(rename = "ce")]
+    CrossEntropy,
+    /// Binary cross-entropy of the target against `negatives` items drawn
+    /// uniformly (with replacement) from the catalogue minus the user's
+    /// training items (Kang & McAuley 2018).
+    #[serde(rename = "bce")]
+    SampledBce { negatives: usize },
+}
+
+fn is_cross_entropy(l: &Loss) -> bool {
+    *l == Loss::CrossEntropy
 }
 
 fn is_constant(s: &Schedule) -> bool {
@@ -196,6 +241,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Constant,
             early_stopping: None,
             valid_every: 1,
+            loss: Loss::CrossEntropy,
         }
     }
 }
@@ -213,6 +259,9 @@ impl TrainConfig {
         self.schedule.validate(self.epochs, self.lr)?;
         if let Some(stop) = &self.early_stopping {
             ensure!(stop.patience >= 1, "early stopping's patience must be >= 1");
+        }
+        if let Loss::SampledBce { negatives } = self.loss {
+            ensure!(negatives >= 1, "the sampled loss needs at least 1 negative");
         }
         if let Some(user) = self.needs_validation() {
             ensure!(
@@ -338,8 +387,10 @@ pub struct Validation {
 pub struct EpochStats {
     /// 0-based epoch index.
     pub epoch: usize,
-    /// Mean cross-entropy per predicted position over the epoch (weighted by
-    /// positions, computed with the weights of the moment, dropout on).
+    /// Mean training loss per predicted position over the epoch (weighted
+    /// by positions, computed with the weights of the moment, dropout on):
+    /// the cross-entropy, or under [`Loss::SampledBce`] the sampled binary
+    /// cross-entropy, so the two are not comparable.
     pub train_loss: f64,
     /// The learning rate of the epoch's first batch (the cosine schedule
     /// changes it every batch; the others hold it for the epoch). 0 in
@@ -499,8 +550,9 @@ impl ItemInit {
 /// Each sequence `s` with at least two items contributes its last `max_len +
 /// 1` items to [`ModelConfig::training_batch`]; by default that is input
 /// `s[..n-1]` and targets `s[1..]`, cut to the last `max_len` positions. The
-/// loss is full-softmax cross-entropy over all items at every predicted
-/// position.
+/// loss is `cfg.loss` at every predicted position: full-softmax
+/// cross-entropy over all items, or binary cross-entropy against sampled
+/// negatives.
 ///
 /// `on_epoch` is called after each newly trained epoch, once its checkpoint
 /// is committed. Returns the var store holding the model (rebuild the module
@@ -616,6 +668,16 @@ pub fn fit<C: ModelConfig>(
         !windows.is_empty(),
         "no training sequence has at least two items"
     );
+    let avoid = match cfg.loss {
+        Loss::CrossEntropy => Vec::new(),
+        Loss::SampledBce { .. } => {
+            ensure!(
+                model_cfg.num_items() >= 2,
+                "the sampled loss needs at least 2 items to draw a negative besides the target"
+            );
+            training_items(data.train)
+        }
+    };
     let identity = RunIdentity {
         seed,
         model: serde_json::to_value(model_cfg)?,
@@ -636,6 +698,7 @@ pub fn fit<C: ModelConfig>(
         model_cfg,
         cfg,
         windows,
+        avoid,
         seed,
         device,
     };
@@ -763,6 +826,9 @@ struct Run<'a, C: ModelConfig> {
     model_cfg: &'a C,
     cfg: &'a TrainConfig,
     windows: Vec<&'a [i64]>,
+    /// Under the sampled loss: per window, the sorted distinct items of its
+    /// whole training sequence, which its negatives avoid; else empty.
+    avoid: Vec<Vec<i64>>,
     seed: u64,
     device: Device,
 }
@@ -782,6 +848,7 @@ impl<C: ModelConfig> Run<'_, C> {
         tch::manual_seed(self.seed.wrapping_add(epoch as u64) as i64);
         let order = epoch_order(self.windows.len(), self.seed, epoch);
         let mut rng = batch_rng(self.seed, epoch);
+        let mut neg_rng = negative_rng(self.seed, epoch);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut positions = 0usize;
         // Per batch "was the loss finite", kept on the device: reading it
@@ -789,18 +856,31 @@ impl<C: ModelConfig> Run<'_, C> {
         let mut finite: Vec<Tensor> = Vec::new();
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let picked: Vec<&[i64]> = chunk.iter().map(|&i| self.windows[i]).collect();
-            let batch = self.model_cfg.training_batch(&picked, &mut rng, device);
-            let hidden = model.encode(&batch.inputs, true); // [B, L, D]
-            let dim = hidden.size()[2];
-            let hidden = hidden.view([-1, dim]).index_select(0, &batch.positions);
-            let logits = model.item_logits(&hidden); // [T, num_items]
-            let loss = logits.cross_entropy_loss::<Tensor>(
-                &batch.targets,
-                None,
-                Reduction::Mean,
-                -100,
-                0.0,
-            );
+            let (batch, loss) = match cfg.loss {
+                Loss::CrossEntropy => {
+                    let batch = self.model_cfg.training_batch(&picked, &mut rng, device);
+                    let loss = cross_entropy_batch_loss(model, &batch, true);
+                    (batch, loss)
+                }
+                Loss::SampledBce { negatives } => {
+                    // Built on the CPU, where the negatives are drawn.
+                    let batch = self
+                        .model_cfg
+                        .training_batch(&picked, &mut rng, Device::Cpu);
+                    let avoid: Vec<&[i64]> =
+                        chunk.iter().map(|&i| self.avoid[i].as_slice()).collect();
+                    let neg = batch_negatives(
+                        &batch,
+                        &avoid,
+                        self.model_cfg.num_items(),
+                        negatives,
+                        &mut neg_rng,
+                    )?;
+                    let batch = batch.to_device(device);
+                    let loss = sampled_bce_batch_loss(model, &batch, &neg.to_device(device), true);
+                    (batch, loss)
+                }
+            };
             finite.push(loss.detach().isfinite());
             opt.set_lr(scheduler.lr(epoch, b));
             opt.backward_step(&loss);
@@ -1135,9 +1215,11 @@ pub fn load_model<C: ModelConfig>(dir: &Path, device: Device) -> Result<(VarStor
     Ok((vs, model))
 }
 
-/// The part of each usable sequence that training sees: its last
-/// `max_len + 1` items (inputs are all but the last, targets all but the first).
-fn training_windows(seqs: &[Vec<i64>], num_items: i64, max_len: i64) -> Result<Vec<&[i64]>> {
+/// The part of each usable sequence (at least two items) that training
+/// sees: its last `max_len + 1` items (inputs are all but the last, targets
+/// all but the first), in the order of `seqs`. Items outside
+/// `1..=num_items` are an error.
+pub fn training_windows(seqs: &[Vec<i64>], num_items: i64, max_len: i64) -> Result<Vec<&[i64]>> {
     let keep = max_len as usize + 1;
     let mut out = Vec::with_capacity(seqs.len());
     for (u, s) in seqs.iter().enumerate() {
@@ -1199,6 +1281,129 @@ pub fn batch_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
     rng
 }
 
+/// The RNG the sampled loss draws its negatives from in epoch `epoch`: a
+/// function of `(seed, epoch)` only, independent of the batch order's and
+/// of [`batch_rng`] (so a model's own draws do not shift the negatives).
+pub fn negative_rng(seed: u64, epoch: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_6761_7469_7665); // "negative"
+    rng.set_stream(epoch as u64);
+    rng
+}
+
+/// The sorted distinct items of each sequence [`training_windows`] keeps
+/// (those with at least two items), in its order: what the sampled loss's
+/// negatives avoid, as the SASRec authors' sampler avoids the user's
+/// training items.
+pub fn training_items(seqs: &[Vec<i64>]) -> Vec<Vec<i64>> {
+    seqs.iter()
+        .filter(|s| s.len() >= 2)
+        .map(|s| {
+            let mut items = s.clone();
+            items.sort_unstable();
+            items.dedup();
+            items
+        })
+        .collect()
+}
+
+/// One negative for the target item `positive`: uniform over the items
+/// `1..=num_items` that are not in `avoid` (sorted, distinct, within
+/// `1..=num_items`, and holding `positive`), with one draw from `rng`. When
+/// `avoid` holds every item (a user who has seen the whole catalogue), it
+/// is uniform over every item but `positive` instead. Needs `num_items >= 2`.
+pub fn draw_negative(rng: &mut ChaCha8Rng, num_items: i64, avoid: &[i64], positive: i64) -> i64 {
+    let free = num_items - avoid.len() as i64;
+    if free <= 0 {
+        let k = rng.gen_range(1..num_items);
+        return if k >= positive { k + 1 } else { k };
+    }
+    // The k-th (0-based) item missing from `avoid`: k + 1 plus the number
+    // of avoided items below it, i.e. those `avoid[j]` with
+    // `avoid[j] - j - 1 <= k` (non-decreasing in j, so a binary search).
+    let k = rng.gen_range(0..free);
+    let (mut lo, mut hi) = (0usize, avoid.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if avoid[mid] - mid as i64 - 1 <= k {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    k + 1 + lo as i64
+}
+
+/// The negatives of a batch built on the CPU: [T, negatives] int64 columns
+/// (item minus one, as `batch.targets`), row `t` drawn for the target
+/// `batch.targets[t]` of batch row `r` (the one holding position `t`),
+/// avoiding `avoid[r]`. Draws `T * negatives` times from `rng`, in
+/// position order.
+pub fn batch_negatives(
+    batch: &TrainBatch,
+    avoid: &[&[i64]],
+    num_items: i64,
+    negatives: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Tensor> {
+    let width = batch.inputs.size()[1].max(1);
+    let positions = Vec::<i64>::try_from(&batch.positions.to_device(Device::Cpu))?;
+    let targets = Vec::<i64>::try_from(&batch.targets.to_device(Device::Cpu))?;
+    let mut out = Vec::with_capacity(targets.len() * negatives);
+    for (&p, &t) in positions.iter().zip(&targets) {
+        let row = avoid
+            .get((p / width) as usize)
+            .with_context(|| format!("batch position {p} lies past the batch's rows"))?;
+        for _ in 0..negatives {
+            out.push(draw_negative(rng, num_items, row, t + 1) - 1);
+        }
+    }
+    Ok(Tensor::from_slice(&out).view([targets.len() as i64, negatives as i64]))
+}
+
+/// The hidden states of a batch's predicted positions: [T, D].
+fn predicted_states<M: SequenceModel>(model: &M, batch: &TrainBatch, train: bool) -> Tensor {
+    let hidden = model.encode(&batch.inputs, train); // [B, L, D]
+    let dim = hidden.size()[2];
+    hidden.view([-1, dim]).index_select(0, &batch.positions)
+}
+
+/// Mean full-softmax cross-entropy of a batch's targets (`train`: dropout on).
+pub fn cross_entropy_batch_loss<M: SequenceModel>(
+    model: &M,
+    batch: &TrainBatch,
+    train: bool,
+) -> Tensor {
+    let logits = model.item_logits(&predicted_states(model, batch, train)); // [T, num_items]
+    logits.cross_entropy_loss::<Tensor>(&batch.targets, None, Reduction::Mean, -100, 0.0)
+}
+
+/// The sampled binary cross-entropy of a batch ([`bce_loss`]): `negatives`
+/// [T, K] columns (from [`batch_negatives`]) against each position's target,
+/// scored with [`SequenceModel::item_scores`]. Only the batch's predicted
+/// positions enter, so padding contributes nothing.
+pub fn sampled_bce_batch_loss<M: SequenceModel>(
+    model: &M,
+    batch: &TrainBatch,
+    negatives: &Tensor,
+    train: bool,
+) -> Tensor {
+    let columns = Tensor::cat(&[batch.targets.unsqueeze(1), negatives.shallow_clone()], 1);
+    let scores = model.item_scores(&predicted_states(model, batch, train), &columns); // [T, 1 + K]
+    let k = scores.size()[1] - 1;
+    bce_loss(&scores.select(1, 0), &scores.narrow(1, 1, k))
+}
+
+/// `mean_t [-log σ(pos[t]) - Σ_k log(1 - σ(neg[t, k]))]` for target scores
+/// `pos` [T] and negative scores `neg` [T, K], in the numerically stable
+/// form `-log σ(x)` = `-logsigmoid(x)`, `-log(1 - σ(x))` = `-logsigmoid(-x)`.
+pub fn bce_loss(pos: &Tensor, neg: &Tensor) -> Tensor {
+    let pos_term = -pos.log_sigmoid();
+    let neg_term = -(-neg)
+        .log_sigmoid()
+        .sum_dim_intlist(-1, false, None::<Kind>);
+    (pos_term + neg_term).mean(None::<Kind>)
+}
+
 /// One training step's data.
 pub struct TrainBatch {
     /// [B, L] int64, left-padded, L = longest input in the batch.
@@ -1211,8 +1416,26 @@ pub struct TrainBatch {
     pub count: usize,
 }
 
+impl TrainBatch {
+    /// The same batch with its tensors on `device`.
+    pub fn to_device(&self, device: Device) -> TrainBatch {
+        TrainBatch {
+            inputs: self.inputs.to_device(device),
+            positions: self.positions.to_device(device),
+            targets: self.targets.to_device(device),
+            count: self.count,
+        }
+    }
+}
+
 /// Next-item batch: input `w[..n-1]`, target `w[t+1]` at every position `t`.
 pub fn next_item_batch(windows: &[&[i64]], device: Device) -> TrainBatch {
+    next_item_batch_last(windows, usize::MAX, device)
+}
+
+/// [`next_item_batch`] predicting only the last `keep` positions of each
+/// row; the earlier ones are still read as inputs.
+pub fn next_item_batch_last(windows: &[&[i64]], keep: usize, device: Device) -> TrainBatch {
     let l = windows.iter().map(|w| w.len() - 1).max().unwrap_or(0);
     let b = windows.len();
     let mut inputs = vec![0i64; b * l];
@@ -1221,10 +1444,13 @@ pub fn next_item_batch(windows: &[&[i64]], device: Device) -> TrainBatch {
     for (r, &w) in windows.iter().enumerate() {
         let k = w.len() - 1;
         let off = r * l + (l - k);
+        let first = k.saturating_sub(keep);
         for j in 0..k {
             inputs[off + j] = w[j];
-            positions.push((off + j) as i64);
-            targets.push(w[j + 1] - 1);
+            if j >= first {
+                positions.push((off + j) as i64);
+                targets.push(w[j + 1] - 1);
+            }
         }
     }
     let count = positions.len();
