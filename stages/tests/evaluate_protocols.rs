@@ -107,6 +107,19 @@ fn sampled_ranking_sits_beside_full_ranking_and_agrees_with_the_ranks() {
     );
     assert!(sampled > full, "sampled NDCG@10 {sampled} vs full {full}");
 
+    // the run manifest states the scoring work: valid + test examples,
+    // each against the whole catalogue
+    let notes = &common::stage_record(d, "eval_both")["notes"];
+    let examples =
+        m["valid"]["examples"].as_u64().unwrap() + m["test"]["examples"].as_u64().unwrap();
+    let items = m["num_items"].as_u64().unwrap();
+    assert_eq!(
+        notes["rows_scored"],
+        (examples * items).to_string(),
+        "{notes}"
+    );
+    assert!(notes["rows_per_second"].as_str().is_some(), "{notes}");
+
     // more negatives than items: every other item is a negative, so the
     // sampled ranking is the full ranking
     let all = ranks(&artifact_dir(d, "eval_all_negatives", "metrics"));

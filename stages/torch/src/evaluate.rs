@@ -78,6 +78,9 @@ impl TypedStage for EvaluateImpl {
         out.insert("model".into(), config["model"].clone());
         out.insert("num_items".into(), data.meta.num_items.into());
         let mut ranks = RankRows::default();
+        // What the scoring rate in the run manifest is made of: every
+        // example is scored against the whole catalogue.
+        let (mut rows_scored, mut scoring) = (0u64, std::time::Duration::ZERO);
         for split in &p.splits {
             let (examples, split_index) = if split == "valid" {
                 (&data.valid, 0)
@@ -107,6 +110,7 @@ impl TypedStage for EvaluateImpl {
                 split: split_index,
                 num_items,
             };
+            let started = std::time::Instant::now();
             let split_ranks = rank_all(
                 scorer.as_ref(),
                 examples,
@@ -115,6 +119,8 @@ impl TypedStage for EvaluateImpl {
                 &mut sampled_acc,
                 &|n| bar.inc(n as u64),
             )?;
+            scoring += started.elapsed();
+            rows_scored += examples.len() as u64 * num_items as u64;
             bar.finish_and_clear();
             if p.full() {
                 out.insert(split.clone(), full.finish(&options).into());
@@ -126,6 +132,15 @@ impl TypedStage for EvaluateImpl {
                 );
             }
             ranks.extend(split, examples, &split_ranks);
+        }
+        let seconds = scoring.as_secs_f64();
+        ctx.note("rows_scored", rows_scored);
+        ctx.note("scoring_seconds", format!("{seconds:.3}"));
+        if seconds > 0.0 {
+            ctx.note(
+                "rows_per_second",
+                format!("{:.0}", rows_scored as f64 / seconds),
+            );
         }
         let dir = ctx.output("metrics")?;
         std::fs::write(dir.join("metrics.json"), serde_json::to_vec_pretty(&out)?)?;
