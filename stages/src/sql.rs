@@ -68,7 +68,9 @@ impl Default for Params {
 
 pub struct Sql;
 
-pub const VERSION: u32 = 1;
+/// 2: plan.txt and summary.txt without input paths and wall time (the same
+/// bytes in every cache).
+pub const VERSION: u32 = 2;
 
 impl TypedStage for Sql {
     type Params = Params;
@@ -165,15 +167,13 @@ impl TypedStage for Sql {
                 .await
                 .context("the query does not compile to a physical plan")?;
             let optimized = session.state().optimize(&logical)?;
-            std::fs::write(
-                &plan_path,
-                format!(
-                    "# logical plan (optimized)\n{}\n\n# physical plan\n{}",
-                    optimized.display_indent(),
-                    displayable(physical.as_ref()).indent(true)
-                ),
-            )
-            .with_context(|| format!("cannot write {}", plan_path.display()))?;
+            let plan = format!(
+                "# logical plan (optimized)\n{}\n\n# physical plan\n{}",
+                optimized.display_indent(),
+                displayable(physical.as_ref()).indent(true)
+            );
+            std::fs::write(&plan_path, without_input_paths(&plan, &inputs))
+                .with_context(|| format!("cannot write {}", plan_path.display()))?;
             let mut stream = execute_stream(physical.clone(), session.task_ctx())?;
             let schema = utf8_schema(&stream.schema());
             let mut writer = TableWriter::create(&out, schema.clone())?;
@@ -187,17 +187,22 @@ impl TypedStage for Sql {
         let (rows, (spill_count, spilled_bytes)) = rows;
         bar.finish_and_clear();
         let _ = std::fs::remove_dir_all(&spill_dir);
+        // No wall time in the artifact: its bytes must not change between
+        // runs (the time goes to the run manifest).
         let summary = format!(
-            "{rows} rows from {} input table(s) in {:.2} s on {threads} thread(s); \
+            "{rows} rows from {} input table(s) on {threads} thread(s); \
              {spill_count} spill(s), {spilled_bytes} bytes spilled",
-            inputs.len(),
-            started.elapsed().as_secs_f64()
+            inputs.len()
         );
         std::fs::write(
             ctx.output("table")?.join("summary.txt"),
             format!("{summary}\n"),
         )?;
         ctx.note("sql", &summary);
+        ctx.note(
+            "sql_seconds",
+            format!("{:.2}", started.elapsed().as_secs_f64()),
+        );
         ctx.note("sql_spilled_bytes", spilled_bytes);
         if threads > 1 {
             ctx.note(
@@ -256,6 +261,22 @@ fn spills(plan: &dyn ExecutionPlan) -> (usize, usize) {
             let (cc, cb) = spills(child.as_ref());
             (c + cc, b + cb)
         })
+}
+
+/// `plan` with each input folder's path (a cache path, different in every
+/// cache) written as `<input NAME>`, so plan.txt has the same bytes
+/// wherever the inputs live.
+fn without_input_paths(
+    plan: &str,
+    inputs: &std::collections::BTreeMap<String, std::path::PathBuf>,
+) -> String {
+    let mut plan = plan.to_string();
+    for (name, dir) in inputs {
+        let path = dir.display().to_string();
+        let path = path.trim_start_matches('/');
+        plan = plan.replace(path, &format!("<input {name}>"));
+    }
+    plan
 }
 
 /// Registers each input folder as a table named after its input.

@@ -120,11 +120,22 @@ fn one_thread_gives_the_same_bytes_on_every_run_and_keeps_file_order() {
     let (events, _) = shop(dir.path());
     let query = r#"query = "SELECT user_id, item_id FROM events WHERE price > 1.5""#;
     let first = run_stage(dir.path(), "one", "sql", query, &[("events", &events)]).unwrap();
-    let second = run_stage(dir.path(), "two", "sql", query, &[("events", &events)]).unwrap();
-    let bytes = |o: &std::collections::BTreeMap<String, std::path::PathBuf>| {
-        std::fs::read(o["table"].join("events.parquet")).unwrap()
-    };
-    assert_eq!(bytes(&first), bytes(&second));
+    // The same input at another path (as in another cache): every file of
+    // the artifact has the same bytes, plan and summary included.
+    let elsewhere = dir.path().join("moved");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved = elsewhere.join("events");
+    std::fs::create_dir_all(&moved).unwrap();
+    for f in ["a.parquet", "b.parquet"] {
+        std::fs::copy(events.join(f), moved.join(f)).unwrap();
+    }
+    let second = run_stage(&elsewhere, "two", "sql", query, &[("events", &moved)]).unwrap();
+    for file in ["events.parquet", "plan.txt", "summary.txt"] {
+        let bytes = |o: &std::collections::BTreeMap<String, std::path::PathBuf>| {
+            std::fs::read(o["table"].join(file)).unwrap()
+        };
+        assert_eq!(bytes(&first), bytes(&second), "{file} differs");
+    }
     // No ORDER BY: rows in file order (a.parquet, then b.parquet).
     let batch = table::read(&first["table"].join("events.parquet")).unwrap();
     let users = table::int64(&batch, "user_id", Path::new("x")).unwrap();
