@@ -6,7 +6,9 @@
 //! "sampled": the target against `negatives` sampled items; "both"),
 //! `negatives` (100) and `sampler` ("uniform" | "popularity") for sampled
 //! ranking, `splits` (["valid", "test"]), `exclude_seen` (false: items
-//! already in the history stay candidates — and may be sampled),
+//! the user already met stay candidates — and may be sampled; true:
+//! every item of the user's training sequence and of the example's history
+//! is removed, except the target itself),
 //! `batch_size` (256 histories scored at once), `bootstrap` (1000 resamples
 //! for the 95 % confidence intervals, 0 = none; seeded by the pipeline
 //! seed), `long_tail` (50: targets with fewer training occurrences count as
@@ -75,7 +77,9 @@ pub struct Evaluate;
 
 /// 2: precision, coverage, popularity, confidence intervals, breakdowns.
 /// 3: sampled ranking, ranks.parquet, training.json.
-pub const VERSION: u32 = 3;
+/// 4: `exclude_seen` removes the unit's whole training sequence, not only
+/// the history kept in the example (cut to `sequences`' `max_len`).
+pub const VERSION: u32 = 4;
 
 impl TypedStage for Evaluate {
     type Params = Params;
@@ -98,7 +102,7 @@ impl TypedStage for Evaluate {
                 ParamDoc { name: "negatives", doc: "sampled negatives per example (sampled ranking)" },
                 ParamDoc { name: "sampler", doc: "uniform or popularity (sampled ranking)" },
                 ParamDoc { name: "splits", doc: "valid and/or test" },
-                ParamDoc { name: "exclude_seen", doc: "remove history items from the candidates" },
+                ParamDoc { name: "exclude_seen", doc: "remove the user's training items and history from the candidates (never the target)" },
                 ParamDoc { name: "batch_size", doc: "histories scored at once" },
                 ParamDoc { name: "bootstrap", doc: "resamples for 95% confidence intervals (0 = off)" },
                 ParamDoc { name: "long_tail", doc: "training occurrences below which a target is long tail" },

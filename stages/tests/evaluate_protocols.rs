@@ -133,3 +133,67 @@ fn sampled_ranking_sits_beside_full_ranking_and_agrees_with_the_ranks() {
         .iter()
         .all(|r| r.1.is_none() && r.2.is_some()));
 }
+
+const EXCLUDE_SPEC: &str = r#"
+[pipeline]
+name = "exclude-seen"
+seed = 5
+device = "cpu"
+
+[stages.synth]
+kind = "synth"
+params = { users = 80, items = 40, min_len = 8, max_len = 16 }
+
+[stages.whole]
+kind = "sequences"
+inputs = { events = "synth.events" }
+params = { max_len = 0 }
+
+[stages.cut]
+kind = "sequences"
+inputs = { events = "synth.events" }
+params = { max_len = 2 }
+
+[stages.pop]
+kind = "train"
+inputs = { data = "whole.data" }
+params = { model = "pop" }
+
+[stages.eval_whole]
+kind = "evaluate"
+inputs = { model = "pop.model", data = "whole.data" }
+params = { exclude_seen = true, bootstrap = 0 }
+
+[stages.eval_cut]
+kind = "evaluate"
+inputs = { model = "pop.model", data = "cut.data" }
+params = { exclude_seen = true, bootstrap = 0 }
+
+[stages.eval_kept]
+kind = "evaluate"
+inputs = { model = "pop.model", data = "cut.data" }
+params = { bootstrap = 0 }
+"#;
+
+/// `exclude_seen` removes every item of the user's training sequence, not
+/// only the items of the (cut) history the example keeps: popularity
+/// ignores the history, so ranks with histories cut to 2 items must equal
+/// ranks with whole histories — and be no worse than without exclusion.
+#[test]
+fn exclude_seen_removes_the_whole_training_sequence_not_only_the_kept_history() {
+    let (dir, _) = setup(EXCLUDE_SPEC);
+    let d = dir.path();
+    run_ok(d, &[]);
+    let whole = ranks(&artifact_dir(d, "eval_whole", "metrics"));
+    let cut = ranks(&artifact_dir(d, "eval_cut", "metrics"));
+    let kept = ranks(&artifact_dir(d, "eval_kept", "metrics"));
+    assert_eq!(whole.len(), 160);
+    assert_eq!(cut, whole, "cutting the history changed what was excluded");
+    let mut improved = 0;
+    for (c, k) in cut.iter().zip(&kept) {
+        let (c, k) = (c.1.unwrap(), k.1.unwrap());
+        assert!(c <= k, "excluding items made a rank worse: {c} > {k}");
+        improved += usize::from(c < k);
+    }
+    assert!(improved > 80, "exclusion changed only {improved} of 160 ranks");
+}

@@ -5,6 +5,7 @@
 //! [`metrics::Accumulator`] as soon as its batch is scored, so no
 //! users × items matrix is ever held.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ impl TypedStage for EvaluateImpl {
                 .collect(),
             ..options.clone()
         };
+        let seen = p.exclude_seen.then(|| training_items(&data));
         let sampler = if p.sampled() {
             Some(Sampler::new(&p.sampler, &popularity)?)
         } else {
@@ -105,6 +107,7 @@ impl TypedStage for EvaluateImpl {
             }
             let protocol = Protocol {
                 params: &p,
+                seen: seen.as_ref(),
                 sampler: sampler.as_ref(),
                 seed: ctx.seed,
                 split: split_index,
@@ -156,6 +159,9 @@ impl TypedStage for EvaluateImpl {
 /// How one split is ranked.
 pub struct Protocol<'a> {
     pub params: &'a Params,
+    /// With `exclude_seen`: each unit's training items (see
+    /// [`training_items`]).
+    pub seen: Option<&'a HashMap<i64, Vec<usize>>>,
     /// Set when sampled ranking is asked for.
     pub sampler: Option<&'a Sampler>,
     pub seed: u64,
@@ -225,10 +231,9 @@ pub fn rank_all(
         let histories: Vec<Vec<i64>> = chunk.iter().map(|e| e.history.clone()).collect();
         let scores = scorer.score(&histories)?;
         for (i, (e, row)) in chunk.iter().zip(&scores).enumerate() {
-            let exclude = if p.exclude_seen {
-                seen_items(e)
-            } else {
-                vec![]
+            let exclude = match protocol.seen {
+                Some(seen) => seen_items(e, seen),
+                None => vec![],
             };
             let target = e.target as usize;
             let mut r = Ranks {
@@ -267,11 +272,31 @@ pub fn rank_all(
     Ok(ranks)
 }
 
-/// The history's items, sorted and deduplicated (what `exclude_seen`
-/// removes from the candidates).
-fn seen_items(e: &Example) -> Vec<usize> {
+/// Each unit's (user's or session's) training sequence as a sorted,
+/// deduplicated item list, for `exclude_seen`.
+pub fn training_items(data: &SequenceData) -> HashMap<i64, Vec<usize>> {
+    data.train
+        .iter()
+        .map(|(unit, items)| {
+            let mut seen: Vec<usize> = items.iter().map(|i| *i as usize).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            (*unit, seen)
+        })
+        .collect()
+}
+
+/// What `exclude_seen` removes from an example's candidates: every item its
+/// unit met before the target — the whole training sequence, not only the
+/// history the example keeps (`sequences` cuts that to `max_len`), plus
+/// that history (which also holds the validation target when the test
+/// target is ranked). The target itself always stays a candidate.
+fn seen_items(e: &Example, training: &HashMap<i64, Vec<usize>>) -> Vec<usize> {
     let mut seen: Vec<usize> = e.history.iter().map(|i| *i as usize).collect();
-    seen.sort();
+    if let Some(items) = training.get(&e.user) {
+        seen.extend_from_slice(items);
+    }
+    seen.sort_unstable();
     seen.dedup();
     seen
 }
