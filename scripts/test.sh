@@ -18,6 +18,17 @@ fi
 if command -v chromium >/dev/null 2>&1; then
     export SEQPIPE_REQUIRE_CHROMIUM=1
 fi
+# cargo-fuzz runs the spec parser's fuzz target for a bounded time in a test
+# (tests/fuzz_spec.rs; stable toolchain, no sanitizer). Installed from
+# crates.io when missing; once it is there the test may not skip.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz for the spec fuzz test"
+    cargo install cargo-fuzz --locked --quiet ||
+        echo "setup: cargo-fuzz could not be installed; the fuzz test will say it skipped"
+fi
+if cargo fuzz --version >/dev/null 2>&1; then
+    export SEQPIPE_REQUIRE_FUZZ=1
+fi
 # Release profile: one build serves the tests and the binary they drive, and
 # tensor code runs at real speed.
 cargo test --release --workspace "$@"
