@@ -51,6 +51,16 @@
 //! model (BERT4Rec's cloze task, pop, markov, itemknn) is refused at plan
 //! time. `loss` enters the key only when "bce", `negatives` only then and
 //! when not 1.
+//!
+//! Mixed precision (neural models): `precision` ("fp32" | "bf16"; "fp32").
+//! "bf16" runs training's forward passes and loss under LibTorch's bf16
+//! autocast — matmuls, attention and recurrent cells in bf16, weights,
+//! gradients and AdamW's moments in fp32, no gradient scaler (bf16 has
+//! fp32's exponent range) — as `torch.autocast(dtype=torch.bfloat16)`.
+//! Meant for CUDA (tensor cores run bf16 matmuls; not measured here yet);
+//! CPU autocast takes it too, at whatever speed the CPU's bf16 support
+//! gives. Validation and `evaluate` score in fp32. Resume stays bit-exact
+//! on the CPU; `precision` enters the key only when "bf16".
 //! Params a model does not use are left out of its key, so `lr` on a `pop`
 //! stage, or `heads` on a `gru4rec` stage, changes nothing; `markov` is
 //! keyed on `order` only when it is not 1, so first-order keys are the ones
@@ -162,6 +172,7 @@ pub struct Params {
     pub loss: String,
     pub negatives: usize,
     pub train_len: i64,
+    pub precision: String,
 }
 
 impl Default for Params {
@@ -200,6 +211,7 @@ impl Default for Params {
             loss: "ce".into(),
             negatives: 1,
             train_len: 200,
+            precision: "fp32".into(),
         }
     }
 }
@@ -212,6 +224,11 @@ pub const MODELS: [&str; 8] = [
 /// The models trained by gradient descent (through the worker's shared
 /// trainer); the ones with an item embedding table that `init` fills.
 pub const NEURAL: [&str; 5] = ["sasrec", "gru4rec", "bert4rec", "caser", "gsrec"];
+
+/// The arithmetic of a neural model's forward passes: fp32, or bf16
+/// autocast (fp32 weights and optimiser; matmuls, attention and recurrent
+/// cells in bf16 — on CUDA, and on CPUs with bf16 support).
+pub const PRECISIONS: [&str; 2] = ["fp32", "bf16"];
 
 /// The params each model is keyed on (besides `model`); the others are left
 /// out of its key, so changing them reruns nothing.
@@ -358,6 +375,7 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
                 ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "precision", doc: "neural models: fp32 | bf16 (autocast around forward passes, fp32 weights and optimiser; for CUDA)" },
                 ParamDoc { name: "negatives", doc: "bce: negatives per position, drawn uniformly from the items the user's training sequence lacks (>= 1)" },
                 ParamDoc { name: "train_len", doc: "caser: the most recent positions of each training sequence that become training windows (>= 1)" },
             ],
@@ -387,6 +405,21 @@ impl TypedStage for Train {
             validate_schedule(p)?;
         }
         validate_loss(p)?;
+        if !PRECISIONS.contains(&p.precision.as_str()) {
+            return Err(format!(
+                "precision: unknown precision {:?} ({})",
+                p.precision,
+                PRECISIONS.join(", ")
+            ));
+        }
+        if p.precision != "fp32" && !NEURAL.contains(&p.model.as_str()) {
+            return Err(format!(
+                "precision: \"{}\" is for the neural models ({}), not `{}`",
+                p.precision,
+                NEURAL.join(", "),
+                p.model
+            ));
+        }
         if p.model == "sasrec" || p.model == "bert4rec" || p.model == "gsrec" {
             positive("heads", p.heads)?;
             if p.dim % p.heads != 0 {
@@ -524,6 +557,9 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
             used.push("negatives");
         }
     }
+    if p.precision != d.precision {
+        used.push("precision");
+    }
     keep_params(p, &used)
 }
 
@@ -633,6 +669,7 @@ mod tests {
             "loss",
             "negatives",
             "train_len",
+            "precision",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -771,6 +808,34 @@ mod tests {
             assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
             assert!(Train.validate(&q).is_ok(), "{model}");
         }
+    }
+
+    #[test]
+    fn precision_enters_the_key_only_when_bf16_and_only_for_neural_models() {
+        let p = Params {
+            model: "sasrec".into(),
+            ..Params::default()
+        };
+        let bf16 = Params {
+            precision: "bf16".into(),
+            ..p.clone()
+        };
+        assert!(!key_names(&Train.canonical(&p)).contains(&"precision".to_string()));
+        assert_eq!(Train.canonical(&bf16)["precision"], "bf16");
+        assert!(Train.validate(&bf16).is_ok());
+        let err = |q: Params| Train.validate(&q).unwrap_err();
+        assert_eq!(
+            err(Params {
+                precision: "fp16".into(),
+                ..p.clone()
+            }),
+            r#"precision: unknown precision "fp16" (fp32, bf16)"#
+        );
+        assert!(err(Params {
+            model: "pop".into(),
+            ..bf16
+        })
+        .starts_with(r#"precision: "bf16" is for the neural models"#));
     }
 
     #[test]

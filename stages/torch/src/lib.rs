@@ -10,8 +10,10 @@
 //!   co-occurrence graph (for `train`'s `init`).
 //! - [`evaluate`]: full-ranking evaluation of a trained model.
 //! - [`models`]: one file per model, plus the optimiser and training loop.
+//! - [`autocast`]: bf16 mixed precision (`train`'s `precision`).
 //! - [`device`]: `auto` / `cpu` / `cuda[:N]`, loading LibTorch's CUDA library.
 
+pub mod autocast;
 pub mod device;
 pub mod embed;
 pub mod evaluate;

@@ -250,6 +250,8 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         early_stopping,
         valid_every: p.valid_every,
         loss,
+        precision: crate::autocast::Precision::parse(&p.precision)
+            .map_err(|e| anyhow::anyhow!("params.precision: {e}"))?,
         ..TrainConfig::default()
     })
 }

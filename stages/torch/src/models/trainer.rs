@@ -89,6 +89,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqpipe_stages::metrics;
 use seqpipe_stages::seqdata::Example;
+use crate::autocast::{self, Precision};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
@@ -199,6 +200,15 @@ pub struct TrainConfig {
     /// it existed still resume.
     #[serde(skip_serializing_if = "is_cross_entropy")]
     pub loss: Loss,
+    /// fp32, or bf16 autocast around the forward passes of training (not
+    /// validation, which scores in fp32 like `evaluate`). Left out of the
+    /// JSON when fp32, so older checkpoints still resume.
+    #[serde(skip_serializing_if = "is_fp32")]
+    pub precision: Precision,
+}
+
+fn is_fp32(p: &Precision) -> bool {
+    *p == Precision::Fp32
 }
 
 /// What training minimises at every predicted position.
@@ -242,6 +252,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             valid_every: 1,
             loss: Loss::CrossEntropy,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -859,7 +870,9 @@ impl<C: ModelConfig> Run<'_, C> {
             let (batch, loss) = match cfg.loss {
                 Loss::CrossEntropy => {
                     let batch = self.model_cfg.training_batch(&picked, &mut rng, device);
-                    let loss = cross_entropy_batch_loss(model, &batch, true);
+                    let loss = autocast::run(cfg.precision, device, || {
+                        cross_entropy_batch_loss(model, &batch, true)
+                    });
                     (batch, loss)
                 }
                 Loss::SampledBce { negatives } => {
@@ -877,7 +890,10 @@ impl<C: ModelConfig> Run<'_, C> {
                         &mut neg_rng,
                     )?;
                     let batch = batch.to_device(device);
-                    let loss = sampled_bce_batch_loss(model, &batch, &neg.to_device(device), true);
+                    let neg = neg.to_device(device);
+                    let loss = autocast::run(cfg.precision, device, || {
+                        sampled_bce_batch_loss(model, &batch, &neg, true)
+                    });
                     (batch, loss)
                 }
             };

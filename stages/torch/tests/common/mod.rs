@@ -138,13 +138,22 @@ pub struct Resumed {
 /// resumed at epoch 2 and that both end bit for bit alike: every epoch's
 /// loss bits and every variable. The loss must also fall.
 pub fn assert_resume_is_bit_exact<C: ModelConfig>(mcfg: &C, data: &[Vec<i64>]) -> Resumed {
+    assert_resume_is_bit_exact_with(mcfg, data, TrainConfig::default())
+}
+
+/// [`assert_resume_is_bit_exact`] with the other settings of `base`.
+pub fn assert_resume_is_bit_exact_with<C: ModelConfig>(
+    mcfg: &C,
+    data: &[Vec<i64>],
+    base: TrainConfig,
+) -> Resumed {
     let tcfg = TrainConfig {
         epochs: 4,
         batch_size: 16,
         lr: 3e-3,
         weight_decay: 0.01,
         clip_norm: 1.0,
-        ..TrainConfig::default()
+        ..base
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir_a = tmp.path().join("a");
