@@ -89,12 +89,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqpipe_stages::metrics;
 use seqpipe_stages::seqdata::Example;
-use crate::autocast::{self, Precision};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use crate::autocast::{self, Precision};
 use crate::models::left_pad_batch;
 use crate::models::optim::{AdamW, AdamWConfig, LrScheduler, Schedule, SchedulerState};
 
