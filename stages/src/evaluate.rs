@@ -19,11 +19,32 @@
 //! - `metrics.json`: one object per split with `hr@K`, `ndcg@K`, `mrr@K`,
 //!   `mrr` and `examples`, and as asked `precision@K`, `coverage@K`,
 //!   `avg_pop@K`; `<metric>_ci` = `[lo, hi]` for every example-averaged
-//!   metric; `breakdown` = HR@10/NDCG@10 and counts by history length and by
+//!   metric; `breakdown` = HR@10/NDCG@10 and counts by history length (<3 — the
+//!   cold-start users —, 3-9, 10-19, 20-49, 50-99, 100-199, >=200) and by
 //!   target popularity, see [`crate::metrics`]. Sampled ranking writes its
 //!   rank metrics (hr, ndcg, mrr, precision) under `<split>_sampled`
 //!   (`test_sampled`), next to the full-ranking `test` when `ranking = "both"`,
 //!   so the report can show how much sampling inflates them.
+//!
+//!   For attention models (sasrec, bert4rec, gsrec) the split's object
+//!   (`<split>_sampled` when only sampled ranking ran) also holds
+//!   `attention`: how the query the model scores from — the last position;
+//!   the `[MASK]` appended after the history for bert4rec — spreads its
+//!   attention over its keys (the history's items within the model's
+//!   `max_len`, plus `[MASK]` for bert4rec; never padding). Per example
+//!   and layer the weights are averaged over heads and summarised by their
+//!   entropy H = −Σ p ln p (nats, in [0, ln n] for n keys) and H / ln n
+//!   (1 = uniform, 0 = all on one item; undefined for one key, so such
+//!   examples are left out of it). `attention` = `{ "layers": L,
+//!   "history_length": [...] }`, a bucket per history-length bucket of the
+//!   breakdown (by the example's whole history length) with `bucket`,
+//!   `examples`, `keys` (mean n), `entropy` (mean H per layer, first to
+//!   last), `normalised_entropy` (mean H / ln n per layer) and
+//!   `normalised_examples` (the examples with n > 1 it averages); a mean
+//!   over no example is null. The weights come from an explicit
+//!   softmax(QKᵀ/√d + mask) recomputed in the same batches as the scoring
+//!   (eval mode, no gradients), so the fused attention that trains and
+//!   scores is untouched. Models without attention write no `attention`.
 //! - `ranks.parquet`: per example `split`, `user`, `target`, `rank` (full
 //!   ranking, 1-based; null when not computed) and `sampled_rank` — what the
 //!   report's paired significance tests compare, user by user.
@@ -78,7 +99,8 @@ pub struct Evaluate;
 /// 2: precision, coverage, popularity, confidence intervals, breakdowns.
 /// 3: sampled ranking, ranks.parquet, training.json.
 /// 4: `exclude_seen` removes the unit's whole training sequence, not only
-/// the history kept in the example (cut to `sequences`' `max_len`).
+/// the history kept in the example (cut to `sequences`' `max_len`); attention
+/// models' `attention` entropies by history length.
 pub const VERSION: u32 = 4;
 
 impl TypedStage for Evaluate {

@@ -178,8 +178,28 @@ fn quantile(xs: &[f64], q: f64) -> f64 {
 }
 
 /// History-length buckets of the breakdown: (label, lower bound inclusive).
-pub const HISTORY_BUCKETS: [(&str, usize); 4] =
-    [("<5", 0), ("5-19", 5), ("20-49", 20), (">=50", 50)];
+///
+/// `<3` holds the cold-start users; 100+ the long histories where attention
+/// was seen to collapse (T-ECD study).
+pub const HISTORY_BUCKETS: [(&str, usize); 7] = [
+    ("<3", 0),
+    ("3-9", 3),
+    ("10-19", 10),
+    ("20-49", 20),
+    ("50-99", 50),
+    ("100-199", 100),
+    (">=200", 200),
+];
+
+/// The index in [`HISTORY_BUCKETS`] of the bucket a history of `len`
+/// items falls in (the breakdown's buckets; evaluate's attention entropies
+/// use the same).
+pub fn history_bucket(len: usize) -> usize {
+    HISTORY_BUCKETS
+        .iter()
+        .rposition(|&(_, lo)| len >= lo)
+        .unwrap_or(0)
+}
 
 /// The cut-off the breakdowns report.
 pub const BREAKDOWN_K: usize = 10;
@@ -343,13 +363,11 @@ impl Accumulator {
                 .collect();
             bucket(&label, &ranks, k)
         };
-        let mut history = vec![];
-        for (i, &(label, lo)) in HISTORY_BUCKETS.iter().enumerate() {
-            let hi = HISTORY_BUCKETS.get(i + 1).map_or(usize::MAX, |b| b.1);
-            history.push(group(label.into(), &|r| {
-                r.history_len >= lo && r.history_len < hi
-            }));
-        }
+        let history: Vec<Value> = HISTORY_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(i, &(label, _))| group(label.into(), &|r| history_bucket(r.history_len) == i))
+            .collect();
         let pop = |r: &Record| self.popularity(r.target);
         let target = vec![
             group(format!("tail (<{long_tail})"), &|r| pop(r) < long_tail),
@@ -492,9 +510,9 @@ mod tests {
     fn coverage_popularity_and_breakdown_hand_computed() {
         // items 1..=4 with training popularity 10, 60, 0, 5
         let mut acc = Accumulator::new(&[1, 2, 10], vec![0, 10, 60, 0, 5]);
-        acc.push(1, &[2, 1, 3, 4], 3, 2); // head target, history < 5
-        acc.push(3, &[1, 4, 2, 3], 7, 1); // tail, 5-19
-        acc.push(4, &[4, 3, 1, 2], 60, 4); // tail, >= 50
+        acc.push(1, &[2, 1, 3, 4], 3, 2); // head target, history 3-9
+        acc.push(3, &[1, 4, 2, 3], 12, 1); // tail, 10-19
+        acc.push(4, &[4, 3, 1, 2], 60, 4); // tail, 50-99
         let m = acc.finish(&opts(0));
         let f = |k: &str| m[k].as_f64().unwrap();
         close(f("hr@1"), 1.0 / 3.0);
@@ -514,16 +532,19 @@ mod tests {
         let b = &m["breakdown"];
         let h = b["history_length"].as_array().unwrap();
         let cell = |v: &Value, k: &str| v[k].as_f64().unwrap();
-        assert_eq!(h.len(), 4);
-        assert_eq!(h[0]["bucket"], "<5");
-        assert_eq!(h[0]["examples"], 1);
-        close(cell(&h[1], "ndcg@10"), 0.5);
-        assert_eq!(h[2]["examples"], 0);
+        assert_eq!(h.len(), 7);
+        assert_eq!(h[0]["bucket"], "<3");
+        assert_eq!(h[0]["examples"], 0);
+        assert_eq!(h[1]["bucket"], "3-9");
+        assert_eq!(h[1]["examples"], 1);
+        close(cell(&h[2], "ndcg@10"), 0.5);
+        assert_eq!(h[3]["examples"], 0);
         assert!(
-            cell(&h[2], "hr@10").is_sign_positive(),
+            cell(&h[3], "hr@10").is_sign_positive(),
             "empty bucket is +0"
         );
-        close(cell(&h[3], "ndcg@10"), 1.0 / 5f64.log2());
+        close(cell(&h[4], "ndcg@10"), 1.0 / 5f64.log2());
+        assert_eq!(h[6]["bucket"], ">=200");
         let t = b["target_popularity"].as_array().unwrap();
         assert_eq!(t[0]["examples"], 2);
         close(cell(&t[0], "ndcg@10"), (0.5 + 1.0 / 5f64.log2()) / 2.0);
@@ -599,5 +620,28 @@ mod tests {
             bootstrap_ci(&[vec![1.0, 2.0]], 10, 1),
             vec![(1.0, 1.0), (2.0, 2.0)]
         );
+    }
+
+    #[test]
+    fn history_bucket_follows_the_bucket_bounds() {
+        let cases = [
+            (0, 0),
+            (2, 0),
+            (3, 1),
+            (9, 1),
+            (10, 2),
+            (19, 2),
+            (20, 3),
+            (49, 3),
+            (50, 4),
+            (99, 4),
+            (100, 5),
+            (199, 5),
+            (200, 6),
+            (10_000, 6),
+        ];
+        for (len, want) in cases {
+            assert_eq!(history_bucket(len), want, "length {len}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The report's charts, drawn with `plotters` as SVG to sit inline in the
-//! page: bars of NDCG@K / HR@K per model, metrics against K, and training
-//! curves.
+//! page: bars of NDCG@K / HR@K per model, metrics against K, training
+//! curves, and the attention models' normalised attention entropy by
+//! history length.
 
 use std::collections::BTreeMap;
 
@@ -208,6 +209,69 @@ pub fn training_curve(models: &[ModelRow], series: &str) -> anyhow::Result<Strin
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(inline_svg(svg))
+}
+
+/// H/ln n (evaluate's normalised attention entropy) against the
+/// history-length bucket, a line per (model, layer): `labels` name the
+/// buckets, each line's points are (bucket index, value).
+pub fn attention_chart(
+    labels: &[String],
+    lines: &[(String, Vec<(usize, f64)>)],
+) -> anyhow::Result<String> {
+    let n = labels.len().max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 340)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Normalised attention entropy (H/ln n)", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..1.05)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("history length")
+            .y_desc("H/ln n")
+            .draw()
+            .map_err(plot_err)?;
+        for (i, (name, pts)) in lines.iter().enumerate() {
+            let pts: Vec<(f64, f64)> = pts.iter().map(|&(x, y)| (x as f64, y)).collect();
+            let color = Palette99::pick(i);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(
+                        vec![(x, y), (x + 16, y)],
+                        Palette99::pick(i).stroke_width(2),
+                    )
+                });
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                .map_err(plot_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()

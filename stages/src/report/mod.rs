@@ -26,8 +26,10 @@
 //! popularity), a bar chart of NDCG@K and HR@K per model, metric-vs-K line
 //! plots, sampled against full ranking when evaluate computed both, the
 //! training curves of every model whose evaluation carries its
-//! `training.json`, and the breakdowns by history length and target
-//! popularity).
+//! `training.json`, the breakdowns by history length and target
+//! popularity, and — for attention models, from evaluate's `attention` —
+//! the attention entropy by history length, a table per model (also in
+//! `report.md`) and a chart of the normalised entropy).
 //!
 //! Significance: each model against the baseline with a paired sign-flip
 //! test ([`crate::significance`]) on the per-example `significance` metric,
@@ -81,8 +83,10 @@ pub struct Report;
 
 /// 2: report.html. 3: paired significance tests, training curves, sampled
 /// against full ranking. 4: wide tables scroll inside the page; attribute
-/// breakdowns (Markdown and HTML).
-pub const VERSION: u32 = 4;
+/// breakdowns (Markdown and HTML). 5: attention entropy by history length
+/// (table and chart) for the models whose evaluation has an `attention`
+/// object, so a report over such models gets new content.
+pub const VERSION: u32 = 5;
 
 impl TypedStage for Report {
     type Params = Params;
@@ -205,6 +209,7 @@ pub fn write_report(
     let mut md = markdown(p, &rows, &best);
     md += &tests_markdown(p, &models, base, &tests);
     md += &breakdowns::markdown(&models);
+    md += &breakdowns::attention_markdown(&models);
     std::fs::write(out.join("report.md"), md)?;
     std::fs::write(out.join("summary.txt"), plain(p, &rows, &best))?;
     let map = embeddings
@@ -320,6 +325,9 @@ struct ModelRow {
     ranks: Option<paired::SplitRanks>,
     /// (epoch, series → value) from the model's `training.json`.
     curve: Vec<(f64, BTreeMap<String, f64>)>,
+    /// evaluate's `attention` object for the compared split (attention
+    /// models only).
+    attention: Option<serde_json::Value>,
 }
 
 impl ModelRow {
@@ -337,9 +345,28 @@ impl ModelRow {
             detail,
             ranks: paired::read_ranks(dir, split)?,
             curve: read_curve(dir)?,
+            attention: read_attention(dir, split)?,
             splits,
         })
     }
+}
+
+/// The `attention` object of `split` in `metrics.json` (evaluate writes it
+/// in the full-ranking object, or in `<split>_sampled` when only sampled
+/// ranking ran, so either may hold it); `None` for models without one.
+fn read_attention(dir: &Path, split: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let path = dir.join("metrics.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let base = split.strip_suffix("_sampled").unwrap_or(split);
+    Ok([
+        split.to_string(),
+        base.to_string(),
+        format!("{base}_sampled"),
+    ]
+    .iter()
+    .find_map(|s| v[s.as_str()].get("attention").filter(|a| a.is_object()))
+    .cloned())
 }
 
 /// `training.json`'s epochs as (epoch, numeric fields); empty when absent.
@@ -512,6 +539,7 @@ fn html(
     }
 
     s += &breakdowns::html(models);
+    s += &breakdowns::attention_html(models)?;
     s += &sampled_vs_full(models, &p.split, chart_k.unwrap_or(p.chart_k));
     s += &training_curves(models)?;
     if let Some(svg) = embedding_map {

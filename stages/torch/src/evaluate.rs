@@ -3,7 +3,9 @@
 //! model and ranks each held-out target against the whole catalogue and/or
 //! sampled negatives. Each example's top-K list is folded into a
 //! [`metrics::Accumulator`] as soon as its batch is scored, so no
-//! users × items matrix is ever held.
+//! users × items matrix is ever held. For attention models the same batches
+//! also give each example's attention entropies, folded into an
+//! [`AttentionSummary`] by history length.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,7 +18,9 @@ use seqpipe_stages::sampled::{self, Sampler};
 use seqpipe_stages::seqdata::{Example, SequenceData};
 use seqpipe_stages::{metrics, table};
 
-use crate::models::Scorer;
+use serde_json::{json, Value};
+
+use crate::models::{AttentionEntropy, Scorer};
 
 pub struct EvaluateImpl;
 
@@ -113,6 +117,7 @@ impl TypedStage for EvaluateImpl {
                 split: split_index,
                 num_items,
             };
+            let mut attention = AttentionSummary::default();
             let started = std::time::Instant::now();
             let split_ranks = rank_all(
                 scorer.as_ref(),
@@ -120,19 +125,28 @@ impl TypedStage for EvaluateImpl {
                 &protocol,
                 &mut full,
                 &mut sampled_acc,
+                &mut attention,
                 &|n| bar.inc(n as u64),
             )?;
             scoring += started.elapsed();
             rows_scored += examples.len() as u64 * num_items as u64;
             bar.finish_and_clear();
+            // The attention object sits in the split's full-ranking object,
+            // or in `<split>_sampled` when only sampled ranking ran.
+            let mut attention = attention.finish();
             if p.full() {
-                out.insert(split.clone(), full.finish(&options).into());
+                let mut m = full.finish(&options);
+                if let Some(a) = attention.take() {
+                    m.insert("attention".into(), a);
+                }
+                out.insert(split.clone(), m.into());
             }
             if p.sampled() {
-                out.insert(
-                    format!("{split}_sampled"),
-                    sampled_acc.finish(&sampled_options).into(),
-                );
+                let mut m = sampled_acc.finish(&sampled_options);
+                if let Some(a) = attention.take() {
+                    m.insert("attention".into(), a);
+                }
+                out.insert(format!("{split}_sampled"), m.into());
             }
             ranks.extend(split, examples, &split_ranks);
         }
@@ -215,13 +229,15 @@ impl RankRows {
 /// Ranks each example's target — against the whole catalogue (its top-K
 /// list, K = the largest cut-off, goes into `full`) and/or against sampled
 /// negatives (into `sampled`) — scoring `batch_size` histories at once;
-/// returns the ranks.
+/// returns the ranks. A model with attention also gives each batch's
+/// attention entropies, which go into `attention`.
 pub fn rank_all(
     scorer: &dyn Scorer,
     examples: &[Example],
     protocol: &Protocol<'_>,
     full: &mut metrics::Accumulator,
     sampled: &mut metrics::Accumulator,
+    attention: &mut AttentionSummary,
     progress: &dyn Fn(usize),
 ) -> anyhow::Result<Vec<Ranks>> {
     let p = protocol.params;
@@ -230,6 +246,17 @@ pub fn rank_all(
     for (c, chunk) in examples.chunks(p.batch_size).enumerate() {
         let histories: Vec<Vec<i64>> = chunk.iter().map(|e| e.history.clone()).collect();
         let scores = scorer.score(&histories)?;
+        if let Some(stats) = scorer.attention_entropy(&histories)? {
+            anyhow::ensure!(
+                stats.len() == chunk.len(),
+                "the attention diagnostic gave {} rows for {} histories",
+                stats.len(),
+                chunk.len()
+            );
+            for (e, a) in chunk.iter().zip(&stats) {
+                attention.push(e.history.len(), a)?;
+            }
+        }
         for (i, (e, row)) in chunk.iter().zip(&scores).enumerate() {
             let exclude = match protocol.seen {
                 Some(seen) => seen_items(e, seen),
@@ -270,6 +297,89 @@ pub fn rank_all(
         progress(chunk.len());
     }
     Ok(ranks)
+}
+
+/// One split's attention entropies by history length (the breakdown's
+/// buckets, [`metrics::HISTORY_BUCKETS`], by the example's whole history
+/// length): sums per bucket, turned into means by
+/// [`finish`](Self::finish).
+#[derive(Default)]
+pub struct AttentionSummary {
+    /// The models' layer count, set by the first example.
+    layers: Option<usize>,
+    buckets: Vec<AttentionSums>,
+}
+
+#[derive(Default, Clone)]
+struct AttentionSums {
+    examples: usize,
+    keys: usize,
+    entropy: Vec<f64>,
+    /// Examples with more than one key, over which `normalised` is summed.
+    normalised_examples: usize,
+    normalised: Vec<f64>,
+}
+
+impl AttentionSummary {
+    /// Adds one example with `history_len` items.
+    pub fn push(&mut self, history_len: usize, a: &AttentionEntropy) -> anyhow::Result<()> {
+        let layers = *self.layers.get_or_insert(a.entropy.len());
+        anyhow::ensure!(
+            a.entropy.len() == layers,
+            "the attention diagnostic gave {} layers after {layers}",
+            a.entropy.len()
+        );
+        if self.buckets.is_empty() {
+            let empty = AttentionSums {
+                entropy: vec![0.0; layers],
+                normalised: vec![0.0; layers],
+                ..Default::default()
+            };
+            self.buckets = vec![empty; metrics::HISTORY_BUCKETS.len()];
+        }
+        let b = &mut self.buckets[metrics::history_bucket(history_len)];
+        b.examples += 1;
+        b.keys += a.keys;
+        add(&mut b.entropy, &a.entropy);
+        if let Some(n) = &a.normalised {
+            b.normalised_examples += 1;
+            add(&mut b.normalised, n);
+        }
+        Ok(())
+    }
+
+    /// The `attention` object: `layers` and `history_length`, a bucket per
+    /// history-length bucket with its `examples`, mean `keys`, and per layer
+    /// the mean `entropy` (nats) and mean `normalised_entropy` (over the
+    /// `normalised_examples` that have more than one key); means over no
+    /// example are null. `None` when no example was pushed (a model
+    /// without attention) or the model has no attention layer.
+    pub fn finish(&self) -> Option<Value> {
+        let layers = self.layers.filter(|&l| l > 0)?;
+        let mean = |sum: f64, n: usize| json!(if n == 0 { f64::NAN } else { sum / n as f64 });
+        let buckets: Vec<Value> = metrics::HISTORY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&(label, _), b)| {
+                json!({
+                    "bucket": label,
+                    "examples": b.examples,
+                    "keys": mean(b.keys as f64, b.examples),
+                    "entropy": b.entropy.iter().map(|&s| mean(s, b.examples)).collect::<Vec<_>>(),
+                    "normalised_examples": b.normalised_examples,
+                    "normalised_entropy": b.normalised.iter().map(|&s| mean(s, b.normalised_examples)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Some(json!({ "layers": layers, "history_length": buckets }))
+    }
+}
+
+/// `sums[i] += values[i]`.
+fn add(sums: &mut [f64], values: &[f64]) {
+    for (s, v) in sums.iter_mut().zip(values) {
+        *s += v;
+    }
 }
 
 /// Each unit's (user's or session's) training sequence as a sorted,

@@ -45,9 +45,11 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{with_padding_column, LayerNorm, Linear};
-use super::param;
+use super::layers::{
+    entropies, with_padding_column, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear,
+};
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
+use super::{param, AttentionBatch, Attentive};
 
 /// Hyper-parameters of a BERT4Rec model. Serialised next to the weights.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -134,6 +136,16 @@ impl Bert4RecConfig {
         }
     }
 
+    /// The shape of its transformer blocks.
+    fn block_shape(&self) -> BlockShape {
+        BlockShape {
+            dim: self.dim,
+            heads: self.heads,
+            dropout: self.dropout,
+            pre_norm: self.pre_norm,
+        }
+    }
+
     /// Checks that the hyper-parameters are usable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.num_items >= 1, "num_items must be >= 1");
@@ -213,108 +225,11 @@ impl Bert4RecConfig {
     }
 }
 
-/// A sublayer wrapped in its residual connection and norm, pre- or post-LN.
-fn residual(
-    norm: &LayerNorm,
-    pre_norm: bool,
-    xs: &Tensor,
-    sublayer: impl FnOnce(&Tensor) -> Tensor,
-) -> Tensor {
-    if pre_norm {
-        xs + sublayer(&norm.forward(xs))
-    } else {
-        norm.forward(&(xs + sublayer(xs)))
-    }
-}
-
-/// Multi-head bidirectional self-attention (only padding keys are masked).
-struct Attention {
-    norm: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: i64,
-    dropout: f64,
-    pre_norm: bool,
-}
-
-impl Attention {
-    fn new(p: nn::Path, cfg: &Bert4RecConfig, random: bool) -> Self {
-        Attention {
-            norm: LayerNorm::new(&p / "norm", cfg.dim),
-            q: Linear::new(&p / "q", cfg.dim, cfg.dim, random),
-            k: Linear::new(&p / "k", cfg.dim, cfg.dim, random),
-            v: Linear::new(&p / "v", cfg.dim, cfg.dim, random),
-            out: Linear::new(&p / "out", cfg.dim, cfg.dim, random),
-            heads: cfg.heads,
-            dropout: cfg.dropout,
-            pre_norm: cfg.pre_norm,
-        }
-    }
-
-    /// `xs`: [B, L, D]; `mask`: bool [B, 1, L, L], true = may attend.
-    fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        let (b, l, d) = xs.size3().expect("attention input must be [B, L, D]");
-        residual(&self.norm, self.pre_norm, xs, |h| {
-            let split = |t: Tensor| t.view([b, l, self.heads, d / self.heads]).transpose(1, 2);
-            let q = split(self.q.forward(h));
-            let k = split(self.k.forward(h));
-            let v = split(self.v.forward(h));
-            let attn_dropout = if train { self.dropout } else { 0.0 };
-            let ctx = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(mask),
-                attn_dropout,
-                false,
-                None,
-                false,
-            );
-            let ctx = ctx.transpose(1, 2).contiguous().view([b, l, d]);
-            self.out.forward(&ctx).dropout(self.dropout, train)
-        })
-    }
-}
-
-/// Position-wise feed-forward network (GELU) with its residual and norm.
-struct FeedForward {
-    norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    dropout: f64,
-    pre_norm: bool,
-}
-
-impl FeedForward {
-    fn new(p: nn::Path, cfg: &Bert4RecConfig, random: bool) -> Self {
-        let hidden = cfg.ffn_hidden();
-        FeedForward {
-            norm: LayerNorm::new(&p / "norm", cfg.dim),
-            fc1: Linear::new(&p / "fc1", cfg.dim, hidden, random),
-            fc2: Linear::new(&p / "fc2", hidden, cfg.dim, random),
-            dropout: cfg.dropout,
-            pre_norm: cfg.pre_norm,
-        }
-    }
-
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        residual(&self.norm, self.pre_norm, xs, |h| {
-            let ys = self
-                .fc1
-                .forward(h)
-                .gelu("none")
-                .dropout(self.dropout, train);
-            self.fc2.forward(&ys).dropout(self.dropout, train)
-        })
-    }
-}
-
-/// One transformer block: attention, then feed-forward.
+/// One transformer block: attention, then feed-forward — SASRec's blocks
+/// (`layers.rs`), under a mask that is not causal.
 struct Block {
-    attn: Attention,
-    ffn: FeedForward,
+    attn: AttentionBlock,
+    ffn: FeedForwardBlock,
 }
 
 /// The BERT4Rec model. Variables (names as in the var store):
@@ -361,12 +276,13 @@ impl Bert4Rec {
         let item_emb = param(p, "item_emb", &[cfg.num_items + 2, cfg.dim], emb_init);
         let pos_emb = param(p, "pos_emb", &[cfg.max_len, cfg.dim], emb_init);
         let emb_norm = LayerNorm::new(p / "emb_norm", cfg.dim);
+        let shape = cfg.block_shape();
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let bp = p / "blocks" / i;
                 Block {
-                    attn: Attention::new(&bp / "attn", cfg, random),
-                    ffn: FeedForward::new(&bp / "ffn", cfg, random),
+                    attn: AttentionBlock::new(&bp / "attn", &shape, random),
+                    ffn: FeedForwardBlock::new(&bp / "ffn", &shape, cfg.ffn_hidden(), random),
                 }
             })
             .collect();
@@ -402,6 +318,21 @@ impl Bert4Rec {
     /// mask); padded positions come out as zeros and never influence others.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
+        let (mut xs, keep, mask) = self.embed(seqs, train);
+        for block in &self.blocks {
+            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
+            xs = block.ffn.forward_t(&xs, train) * &keep;
+        }
+        match &self.last_norm {
+            Some(norm) => norm.forward(&xs) * &keep,
+            None => xs,
+        }
+    }
+
+    /// What the blocks read: the embedded inputs [B, L, D], the mask
+    /// zeroing padded positions [B, L, 1] and the attention mask
+    /// [B, 1, L, L] (true = may attend).
+    fn embed(&self, seqs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
         let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
@@ -420,7 +351,7 @@ impl Bert4Rec {
             (Kind::Int64, device),
         );
         let pos = self.pos_emb.index_select(0, &positions); // [L, D]
-        let mut xs = self
+        let xs = self
             .emb_norm
             .forward(&(items + pos))
             .dropout(self.cfg.dropout, train)
@@ -434,15 +365,7 @@ impl Bert4Rec {
             .unsqueeze(1)
             .unsqueeze(1) // [B, 1, 1, L]
             .logical_or(&eye); // [B, 1, L, L]
-
-        for block in &self.blocks {
-            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
-            xs = block.ffn.forward_t(&xs, train) * &keep;
-        }
-        match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * &keep,
-            None => xs,
-        }
+        (xs, keep, mask)
     }
 
     /// Scores of items `1..=num_items` for hidden states [..., dim]: returns
@@ -460,15 +383,43 @@ impl Bert4Rec {
     /// item `i`; column 0 (padding) is `-inf`.
     pub fn score_last(&self, seqs: &Tensor) -> Tensor {
         tch::no_grad(|| {
-            let (b, l) = seqs.size2().expect("seqs must be [B, L]");
-            let device = self.device();
-            let mask = Tensor::full([b, 1], self.cfg.mask_token(), (Kind::Int64, device));
-            let mut input = Tensor::cat(&[seqs.to_device(device), mask], 1);
-            if l + 1 > self.cfg.max_len {
-                input = input.narrow(1, l + 1 - self.cfg.max_len, self.cfg.max_len);
-            }
-            let h = self.encode(&input, false).select(1, -1); // [B, D]
+            let h = self.encode(&self.with_mask(seqs), false).select(1, -1); // [B, D]
             with_padding_column(&self.item_logits(&h))
+        })
+    }
+
+    /// Left-padded histories [B, L] with `[MASK]` appended, the oldest
+    /// column dropped when that makes them longer than `max_len`.
+    fn with_mask(&self, seqs: &Tensor) -> Tensor {
+        let (b, l) = seqs.size2().expect("seqs must be [B, L]");
+        let device = self.device();
+        let mask = Tensor::full([b, 1], self.cfg.mask_token(), (Kind::Int64, device));
+        let input = Tensor::cat(&[seqs.to_device(device), mask], 1);
+        if l + 1 > self.cfg.max_len {
+            input.narrow(1, l + 1 - self.cfg.max_len, self.cfg.max_len)
+        } else {
+            input
+        }
+    }
+
+    /// The attention diagnostic of the appended `[MASK]` (the position
+    /// [`Bert4Rec::score_last`] scores) for left-padded histories `seqs`
+    /// [B, L], in eval mode: each block's weights are recomputed explicitly
+    /// from the input the block reads in [`Bert4Rec::encode`]. Its keys are
+    /// the history's items and `[MASK]` itself.
+    pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
+        tch::no_grad(|| {
+            let (mut xs, keep, mask) = self.embed(&self.with_mask(seqs), false);
+            let mut weights = Vec::with_capacity(self.blocks.len());
+            for (i, block) in self.blocks.iter().enumerate() {
+                weights.push(block.attn.last_query_weights(&xs, &mask));
+                // The last block's output feeds no weights: not computed.
+                if i + 1 < self.blocks.len() {
+                    xs = block.attn.forward_t(&xs, &mask, false) * &keep;
+                    xs = block.ffn.forward_t(&xs, false) * &keep;
+                }
+            }
+            entropies(&weights, &mask)
         })
     }
 }
@@ -522,5 +473,11 @@ impl SequenceModel for Bert4Rec {
 
     fn device(&self) -> Device {
         Bert4Rec::device(self)
+    }
+}
+
+impl Attentive for Bert4Rec {
+    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
+        Bert4Rec::attention_entropy(self, seqs)
     }
 }

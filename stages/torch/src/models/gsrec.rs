@@ -35,11 +35,11 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    with_padding_column, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear,
-    Padding,
+    entropies, with_padding_column, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm,
+    Linear, Padding,
 };
-use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
+use super::{param, AttentionBatch, Attentive};
 
 /// Hyper-parameters of a GSRec model. Serialised next to the weights.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -133,6 +133,18 @@ struct Block {
     ffn: Option<FeedForwardBlock>,
 }
 
+impl Block {
+    /// `xs` [B, L, D] through attention under `mask` and the feed-forward
+    /// layer when there is one, padded positions zeroed by `keep`.
+    fn forward_t(&self, xs: &Tensor, mask: &Tensor, keep: &Tensor, train: bool) -> Tensor {
+        let xs = self.attn.forward_t(xs, mask, train) * keep;
+        match &self.ffn {
+            Some(ffn) => ffn.forward_t(&xs, train) * keep,
+            None => xs,
+        }
+    }
+}
+
 /// The GSRec model. Variables: `item_emb` [num_items+1, dim], `pos_emb`
 /// [max_len, dim], `blocks.{i}.attn.*` (and `blocks.{i}.ffn.*` with
 /// `ffn`), `last_norm.*` when `pre_norm`, `gru.*` (PyTorch's `nn.GRU`
@@ -207,6 +219,25 @@ impl GsRec {
     /// at `t` depends only on the row's items at positions `<= t`, padded
     /// positions are zeros.
     fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
+        let (mut xs, keep, mask) = self.embed(seqs, train);
+        for block in &self.blocks {
+            xs = block.forward_t(&xs, &mask, &keep, train);
+        }
+        if let Some(norm) = &self.last_norm {
+            xs = norm.forward(&xs) * &keep;
+        }
+        let padding = Padding::of(&seqs.to_device(self.device()));
+        let hs = self
+            .gru
+            .forward_t(&padding.right(&xs), train)
+            .dropout(self.cfg.dropout, train);
+        padding.left(&hs)
+    }
+
+    /// What the attention blocks read: the embedded inputs [B, L, D], the
+    /// mask zeroing padded positions [B, L, 1] and the attention mask
+    /// [B, 1, L, L] (true = may attend).
+    fn embed(&self, seqs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
         let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
@@ -226,7 +257,7 @@ impl GsRec {
             (Kind::Int64, device),
         );
         let pos = self.pos_emb.index_select(0, &positions);
-        let mut xs =
+        let xs =
             (items * (self.cfg.dim as f64).sqrt() + pos).dropout(self.cfg.dropout, train) * &keep;
         // Causal and key-is-real; each query may attend to itself so that
         // padded rows are never fully masked.
@@ -235,21 +266,26 @@ impl GsRec {
         let mask = causal
             .logical_and(&valid.unsqueeze(1).unsqueeze(1))
             .logical_or(&eye);
-        for block in &self.blocks {
-            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
-            if let Some(ffn) = &block.ffn {
-                xs = ffn.forward_t(&xs, train) * &keep;
+        (xs, keep, mask)
+    }
+
+    /// The attention diagnostic of the last position (the one `score_last`
+    /// scores, through the GRU) for left-padded `seqs` [B, L], in eval
+    /// mode: each block's weights are recomputed explicitly from the input
+    /// the block reads in `encode`.
+    pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
+        tch::no_grad(|| {
+            let (mut xs, keep, mask) = self.embed(seqs, false);
+            let mut weights = Vec::with_capacity(self.blocks.len());
+            for (i, block) in self.blocks.iter().enumerate() {
+                weights.push(block.attn.last_query_weights(&xs, &mask));
+                // The last block's output feeds no weights: not computed.
+                if i + 1 < self.blocks.len() {
+                    xs = block.forward_t(&xs, &mask, &keep, false);
+                }
             }
-        }
-        if let Some(norm) = &self.last_norm {
-            xs = norm.forward(&xs) * &keep;
-        }
-        let padding = Padding::of(&seqs);
-        let hs = self
-            .gru
-            .forward_t(&padding.right(&xs), train)
-            .dropout(self.cfg.dropout, train);
-        padding.left(&hs)
+            entropies(&weights, &mask)
+        })
     }
 
     fn item_logits(&self, hidden: &Tensor) -> Tensor {
@@ -312,5 +348,11 @@ impl SequenceModel for GsRec {
 
     fn device(&self) -> Device {
         GsRec::device(self)
+    }
+}
+
+impl Attentive for GsRec {
+    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
+        GsRec::attention_entropy(self, seqs)
     }
 }

@@ -150,6 +150,103 @@ impl AttentionBlock {
     }
 }
 
+impl AttentionBlock {
+    // The attention diagnostic (evaluate's `attention`). It recomputes the
+    // weights by an explicit softmax(QKᵀ/√d + mask) instead of reading them
+    // out of `forward_t`, whose fused scaled_dot_product_attention never
+    // materialises them: training and scoring keep the fast path and their
+    // bytes. A test checks that the explicit path gives `forward_t`'s
+    // output, so the weights are those of the real model.
+
+    /// The per-head queries, keys and values [B, H, L, D/H] of `xs`
+    /// [B, L, D], projected as `forward_t` projects them.
+    fn heads_of(&self, xs: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (b, l, d) = xs.size3().expect("attention input must be [B, L, D]");
+        let h = if self.pre_norm {
+            self.norm.forward(xs)
+        } else {
+            xs.shallow_clone()
+        };
+        let split = |t: Tensor| t.view([b, l, self.heads, d / self.heads]).transpose(1, 2);
+        (
+            split(self.q.forward(&h)),
+            split(self.k.forward(&h)),
+            split(self.v.forward(&h)),
+        )
+    }
+
+    /// Attention weights (eval mode) of the `len` queries from position
+    /// `start` over every key: [B, H, len, L] float, rows summing to 1,
+    /// exactly 0 on keys `mask` [B, 1, L, L] forbids.
+    pub(crate) fn weights(&self, xs: &Tensor, mask: &Tensor, start: i64, len: i64) -> Tensor {
+        let (q, k, _v) = self.heads_of(xs);
+        let q = q.narrow(2, start, len);
+        let mask = if mask.size()[2] == 1 {
+            mask.shallow_clone()
+        } else {
+            mask.narrow(2, start, len)
+        };
+        let scale = (*q.size().last().expect("heads have a width") as f64).sqrt();
+        (q.matmul(&k.transpose(-2, -1)) / scale)
+            .to_kind(Kind::Float)
+            .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float)
+    }
+
+    /// The last query's weights over the keys, averaged over heads: [B, L].
+    pub(crate) fn last_query_weights(&self, xs: &Tensor, mask: &Tensor) -> Tensor {
+        let l = xs.size()[1];
+        self.weights(xs, mask, l - 1, 1)
+            .select(2, 0)
+            .mean_dim(1, false, Kind::Float)
+    }
+
+    /// `forward_t` in eval mode through the explicit weights (what the
+    /// tests compare with the fused path).
+    #[cfg(test)]
+    fn forward_explicit(&self, xs: &Tensor, mask: &Tensor) -> Tensor {
+        let (b, l, d) = xs.size3().expect("attention input must be [B, L, D]");
+        let (_q, _k, v) = self.heads_of(xs);
+        let w = self.weights(xs, mask, 0, l).to_kind(v.kind());
+        let ctx = w.matmul(&v).transpose(1, 2).contiguous().view([b, l, d]);
+        let ys = self.out.forward(&ctx);
+        if self.pre_norm {
+            xs + ys
+        } else {
+            self.norm.forward(&(xs + ys))
+        }
+    }
+}
+
+/// The attention diagnostic of a batch from each layer's head-averaged
+/// weights of the scored query, `weights` [B, L] per layer, and the mask
+/// [B, 1, L, L] (or [B, 1, 1, L]) they were computed under: per example the
+/// number of keys that query may attend to, and per layer the entropy
+/// H = −Σ p ln p (nats) and H / ln(keys) (1 = uniform over the keys, 0 =
+/// all on one; NaN with a single key, where both describe the same thing).
+pub(crate) fn entropies(weights: &[Tensor], mask: &Tensor) -> super::AttentionBatch {
+    let keys = mask
+        .select(1, 0)
+        .select(1, -1)
+        .sum_dim_intlist(-1, false, Kind::Int64); // [B]
+    let b = keys.size()[0];
+    let entropy = if weights.is_empty() {
+        Tensor::zeros([b, 0], (Kind::Float, keys.device()))
+    } else {
+        let p = Tensor::stack(weights, 1).to_kind(Kind::Float); // [B, layers, L]
+                                                                // 0 · ln 0 = 0: masked keys hold exactly 0 and add nothing.
+        -(&p * p.clamp_min(1e-30).log()).sum_dim_intlist(-1, false, Kind::Float)
+    };
+    let several = keys.gt(1).unsqueeze(1);
+    let log_keys = keys.to_kind(Kind::Float).clamp_min(2.0).log().unsqueeze(1);
+    let normalised = (&entropy / log_keys).where_self(&several, &entropy.full_like(f64::NAN));
+    super::AttentionBatch {
+        entropy,
+        normalised,
+        keys,
+    }
+}
+
 /// Position-wise feed-forward network (GELU) with its residual connection
 /// and norm.
 pub(crate) struct FeedForwardBlock {
@@ -324,4 +421,123 @@ pub(crate) fn with_padding_column(logits: &Tensor) -> Tensor {
         (Kind::Float, scores.device()),
     );
     Tensor::cat(&[pad, scores], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: i64 = 8;
+
+    fn block(random: bool, pre_norm: bool, heads: i64) -> (nn::VarStore, AttentionBlock) {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let shape = BlockShape {
+            dim: D,
+            heads,
+            dropout: 0.3,
+            pre_norm,
+        };
+        let b = AttentionBlock::new(vs.root() / "attn", &shape, random);
+        (vs, b)
+    }
+
+    /// SASRec's mask for left-padded rows with `real[i]` real positions
+    /// out of `l`: causal, real keys only, each query on itself.
+    fn causal_mask(real: &[i64], l: i64) -> Tensor {
+        let cols = Tensor::arange(l, (Kind::Int64, tch::Device::Cpu)).unsqueeze(0);
+        let starts = Tensor::from_slice(real).unsqueeze(1).neg() + l;
+        let valid = cols.ge_tensor(&starts); // [B, L]
+        let causal = Tensor::ones([l, l], (Kind::Bool, tch::Device::Cpu)).tril(0);
+        causal
+            .logical_and(&valid.unsqueeze(1).unsqueeze(1))
+            .logical_or(&Tensor::eye(l, (Kind::Bool, tch::Device::Cpu)))
+    }
+
+    fn floats(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn equal_logits_give_ln_n_and_normalised_one() {
+        // Zero Q and K weights: every logit is 0, so the weights are
+        // uniform over exactly the keys the mask allows.
+        let (_vs, b) = block(false, true, 2);
+        let real = [1i64, 2, 5, 7];
+        let l = 7;
+        let xs = Tensor::randn([4, l, D], (Kind::Float, tch::Device::Cpu));
+        let mask = causal_mask(&real, l);
+        let w = b.last_query_weights(&xs, &mask);
+        let got = entropies(&[w.shallow_clone(), w], &mask);
+        assert_eq!(Vec::<i64>::try_from(&got.keys).unwrap(), real);
+        let (h, n) = (floats(&got.entropy), floats(&got.normalised));
+        for (i, &k) in real.iter().enumerate() {
+            for layer in 0..2 {
+                let j = i * 2 + layer;
+                assert!(
+                    (h[j] - (k as f64).ln()).abs() < 1e-5,
+                    "keys {k}: H {}",
+                    h[j]
+                );
+                if k == 1 {
+                    assert!(n[j].is_nan(), "one key: normalised is undefined");
+                } else {
+                    assert!((n[j] - 1.0).abs() < 1e-5, "keys {k}: H/ln n {}", n[j]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_weight_on_one_key_gives_zero() {
+        let w = Tensor::from_slice(&[0f32, 0.0, 1.0, 0.0]).view([1, 4]);
+        let mask = Tensor::ones([1, 1, 4, 4], (Kind::Bool, tch::Device::Cpu));
+        let got = entropies(&[w], &mask);
+        assert_eq!(floats(&got.entropy), [0.0]);
+        assert_eq!(floats(&got.normalised), [0.0]);
+    }
+
+    #[test]
+    fn padding_keys_are_excluded() {
+        // The same history alone and left-padded by 3 in a wider batch.
+        let (_vs, b) = block(true, true, 2);
+        let real = Tensor::randn([1, 4, D], (Kind::Float, tch::Device::Cpu));
+        let junk = Tensor::randn([1, 3, D], (Kind::Float, tch::Device::Cpu)) * 5.0;
+        let padded = Tensor::cat(&[junk, real.shallow_clone()], 1);
+        let alone = b.last_query_weights(&real, &causal_mask(&[4], 4));
+        let in_batch = b.last_query_weights(&padded, &causal_mask(&[4], 7));
+        let pad = floats(&in_batch.narrow(1, 0, 3));
+        assert!(pad.iter().all(|&p| p == 0.0), "padding got weight: {pad:?}");
+        let diff = (in_batch.narrow(1, 3, 4) - &alone)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-6, "weights differ by {diff}");
+        let a = entropies(&[alone], &causal_mask(&[4], 4));
+        let p = entropies(&[in_batch], &causal_mask(&[4], 7));
+        assert_eq!(Vec::<i64>::try_from(&p.keys).unwrap(), [4]);
+        assert!((floats(&a.entropy)[0] - floats(&p.entropy)[0]).abs() < 1e-6);
+        assert!((floats(&a.normalised)[0] - floats(&p.normalised)[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn explicit_path_gives_the_fused_output() {
+        for (pre_norm, heads) in [(true, 1), (true, 2), (false, 4)] {
+            let (_vs, b) = block(true, pre_norm, heads);
+            let xs = Tensor::randn([3, 6, D], (Kind::Float, tch::Device::Cpu));
+            let mask = causal_mask(&[6, 3, 1], 6);
+            let fused = b.forward_t(&xs, &mask, false);
+            let explicit = b.forward_explicit(&xs, &mask);
+            let diff = (&fused - &explicit).abs().max().double_value(&[]);
+            assert!(
+                diff < 1e-5,
+                "pre_norm {pre_norm}, heads {heads}: differ by {diff}"
+            );
+            // and the weights really vary: not a uniform-attention block
+            let w = floats(&b.last_query_weights(&xs, &mask).get(0));
+            let spread =
+                w.iter().cloned().fold(0.0, f64::max) - w.iter().cloned().fold(1.0, f64::min);
+            assert!(spread > 1e-3, "weights {w:?}");
+        }
+    }
 }

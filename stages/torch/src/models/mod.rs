@@ -51,6 +51,75 @@ use trainer::{ModelConfig, SequenceModel};
 /// each history.
 pub trait Scorer {
     fn score(&self, histories: &[Vec<i64>]) -> anyhow::Result<Vec<Vec<f32>>>;
+
+    /// For models with attention layers, per history: how the query the
+    /// model scores from spreads its attention over the history, layer by
+    /// layer (see [`AttentionEntropy`]); `None` (the default) for models
+    /// without attention. Eval mode, no gradients, no RNG draw.
+    fn attention_entropy(
+        &self,
+        _histories: &[Vec<i64>],
+    ) -> anyhow::Result<Option<Vec<AttentionEntropy>>> {
+        Ok(None)
+    }
+}
+
+/// One history's attention diagnostic. The weights are those of the query
+/// the model scores from — the last position for SASRec and GSRec, the
+/// `[MASK]` appended after the history for BERT4Rec — over the keys it may
+/// attend to (the history's items within `max_len`, plus `[MASK]` itself
+/// for BERT4Rec; never padding), averaged over heads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionEntropy {
+    /// The number of keys.
+    pub keys: usize,
+    /// Per layer, first to last: H = −Σ p ln p in nats, in [0, ln keys].
+    pub entropy: Vec<f64>,
+    /// Per layer: H / ln(keys), in [0, 1] (1 = uniform over the keys, 0 =
+    /// all on one); `None` with a single key, where it is undefined.
+    pub normalised: Option<Vec<f64>>,
+}
+
+/// The attention diagnostic of a batch of histories, as the attention
+/// models compute it (`layers::entropies`).
+pub struct AttentionBatch {
+    /// [B, layers] float: per layer the entropy H in nats.
+    pub entropy: Tensor,
+    /// [B, layers] float: H / ln(keys), NaN where keys = 1.
+    pub normalised: Tensor,
+    /// [B] int64: the keys the scored query may attend to.
+    pub keys: Tensor,
+}
+
+impl AttentionBatch {
+    /// One [`AttentionEntropy`] per row.
+    pub fn rows(&self) -> anyhow::Result<Vec<AttentionEntropy>> {
+        let cpu = |t: &Tensor| t.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu);
+        let layers = self.entropy.size()[1] as usize;
+        let keys = Vec::<i64>::try_from(self.keys.to_device(tch::Device::Cpu))?;
+        let entropy = Vec::<f64>::try_from(cpu(&self.entropy).flatten(0, -1))?;
+        let normalised = Vec::<f64>::try_from(cpu(&self.normalised).flatten(0, -1))?;
+        Ok(keys
+            .iter()
+            .enumerate()
+            .map(|(r, &k)| {
+                let row = r * layers..(r + 1) * layers;
+                AttentionEntropy {
+                    keys: k as usize,
+                    entropy: entropy[row.clone()].to_vec(),
+                    normalised: (k > 1).then(|| normalised[row].to_vec()),
+                }
+            })
+            .collect())
+    }
+}
+
+/// A model with attention layers whose weights [`Scorer::attention_entropy`]
+/// summarises.
+pub trait Attentive {
+    /// The diagnostic for left-padded histories `seqs` [B, L] (`L <=
+    /// max_len`), as the model reads them to score them.
+    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch;
 }
 
 #[derive(Deserialize)]
@@ -69,21 +138,21 @@ pub fn load(dir: &Path, device: tch::Device) -> anyhow::Result<Box<dyn Scorer>> 
         "pop" => Ok(Box::new(pop::Pop::load(dir)?)),
         "markov" => Ok(Box::new(markov::Markov::load(dir)?)),
         "itemknn" => Ok(Box::new(itemknn::ItemKnn::load(dir)?)),
-        "sasrec" => Ok(Box::new(SeqScorer::<sasrec::SasRecConfig>::load(
-            dir, device,
-        )?)),
+        "sasrec" => Ok(Box::new(
+            SeqScorer::<sasrec::SasRecConfig>::load(dir, device)?.with_attention(),
+        )),
         "gru4rec" => Ok(Box::new(SeqScorer::<gru4rec::Gru4RecConfig>::load(
             dir, device,
         )?)),
-        "bert4rec" => Ok(Box::new(SeqScorer::<bert4rec::Bert4RecConfig>::load(
-            dir, device,
-        )?)),
+        "bert4rec" => Ok(Box::new(
+            SeqScorer::<bert4rec::Bert4RecConfig>::load(dir, device)?.with_attention(),
+        )),
         "caser" => Ok(Box::new(SeqScorer::<caser::CaserConfig>::load(
             dir, device,
         )?)),
-        "gsrec" => Ok(Box::new(SeqScorer::<gsrec::GsRecConfig>::load(
-            dir, device,
-        )?)),
+        "gsrec" => Ok(Box::new(
+            SeqScorer::<gsrec::GsRecConfig>::load(dir, device)?.with_attention(),
+        )),
         other => anyhow::bail!("{}: unknown model `{other}`", path.display()),
     }
 }
@@ -131,6 +200,9 @@ pub struct SeqScorer<C: ModelConfig> {
     _vs: nn::VarStore,
     model: C::Model,
     max_len: i64,
+    /// The model's attention diagnostic, for models that have one (see
+    /// [`SeqScorer::with_attention`]).
+    attention: Option<fn(&C::Model, &Tensor) -> AttentionBatch>,
 }
 
 impl<C: ModelConfig> SeqScorer<C> {
@@ -146,7 +218,19 @@ impl<C: ModelConfig> SeqScorer<C> {
             _vs: vs,
             model,
             max_len: cfg.max_len(),
+            attention: None,
         })
+    }
+
+    /// The scorer with the model's attention diagnostic switched on.
+    pub fn with_attention(self) -> SeqScorer<C>
+    where
+        C::Model: Attentive,
+    {
+        SeqScorer {
+            attention: Some(<C::Model as Attentive>::attention_entropy),
+            ..self
+        }
     }
 }
 
@@ -161,6 +245,19 @@ impl<C: ModelConfig> Scorer for SeqScorer<C> {
         let width = scores.size()[1] as usize;
         let flat = Vec::<f32>::try_from(scores.flatten(0, -1))?;
         Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
+    }
+
+    fn attention_entropy(
+        &self,
+        histories: &[Vec<i64>],
+    ) -> anyhow::Result<Option<Vec<AttentionEntropy>>> {
+        let Some(diagnose) = self.attention else {
+            return Ok(None);
+        };
+        // The batch `score` builds, so the weights are those of the scoring.
+        let batch = left_pad_batch(histories, self.max_len).to_device(self.model.device());
+        let stats = tch::no_grad(|| diagnose(&self.model, &batch));
+        Ok(Some(stats.rows()?))
     }
 }
 

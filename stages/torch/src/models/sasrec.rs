@@ -43,9 +43,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{dot_rows, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm};
-use super::param;
+use super::layers::{dot_rows, entropies, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm};
 use super::trainer::{ModelConfig, SequenceModel};
+use super::{param, AttentionBatch, Attentive};
 
 /// Hyper-parameters of a SasRec model. Serialised next to the weights.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -239,6 +239,21 @@ impl SasRec {
     /// predict the item at `t + 1`. Padded positions come out as zeros.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
+        let (mut xs, keep, mask) = self.embed(seqs, train);
+        for block in &self.blocks {
+            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
+            xs = block.ffn.forward_t(&xs, train) * &keep;
+        }
+        match &self.last_norm {
+            Some(norm) => norm.forward(&xs) * &keep,
+            None => xs,
+        }
+    }
+
+    /// What the blocks read: the embedded inputs [B, L, D], the mask
+    /// zeroing padded positions [B, L, 1] and the attention mask
+    /// [B, 1, L, L] (true = may attend).
+    fn embed(&self, seqs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
         let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
@@ -257,7 +272,7 @@ impl SasRec {
             (Kind::Int64, device),
         );
         let pos = self.pos_emb.index_select(0, &positions); // [L, D]
-        let mut xs =
+        let xs =
             (items * (self.cfg.dim as f64).sqrt() + pos).dropout(self.cfg.dropout, train) * &keep;
 
         // Causal AND key-is-real; every query may also attend to itself so
@@ -268,15 +283,27 @@ impl SasRec {
         let mask = causal
             .logical_and(&valid.unsqueeze(1).unsqueeze(1)) // [B, 1, 1, L]
             .logical_or(&eye); // [B, 1, L, L]
+        (xs, keep, mask)
+    }
 
-        for block in &self.blocks {
-            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
-            xs = block.ffn.forward_t(&xs, train) * &keep;
-        }
-        match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * &keep,
-            None => xs,
-        }
+    /// The attention diagnostic of the last position (the one
+    /// [`SasRec::score_last`] scores) for left-padded `seqs` [B, L], in eval
+    /// mode: each block's weights are recomputed explicitly from the input
+    /// the block reads in [`SasRec::encode`].
+    pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
+        tch::no_grad(|| {
+            let (mut xs, keep, mask) = self.embed(seqs, false);
+            let mut weights = Vec::with_capacity(self.blocks.len());
+            for (i, block) in self.blocks.iter().enumerate() {
+                weights.push(block.attn.last_query_weights(&xs, &mask));
+                // The last block's output feeds no weights: not computed.
+                if i + 1 < self.blocks.len() {
+                    xs = block.attn.forward_t(&xs, &mask, false) * &keep;
+                    xs = block.ffn.forward_t(&xs, false) * &keep;
+                }
+            }
+            entropies(&weights, &mask)
+        })
     }
 
     /// Scores of items `1..=num_items` for hidden states `hidden` [..., dim]:
@@ -356,5 +383,11 @@ impl SequenceModel for SasRec {
 
     fn device(&self) -> Device {
         SasRec::device(self)
+    }
+}
+
+impl Attentive for SasRec {
+    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
+        SasRec::attention_entropy(self, seqs)
     }
 }
