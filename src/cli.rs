@@ -208,6 +208,19 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// For the commands that only print: `seqpipe show --json | head` should
+/// end quietly when `head` closes the pipe, as `cat` does, instead of
+/// panicking in `println!` (Rust ignores SIGPIPE, so the write fails with
+/// EPIPE). Commands that change the cache keep ignoring it: a run is not
+/// killed halfway because its log reader went away.
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
@@ -216,6 +229,12 @@ pub fn main(registry: Registry) -> ExitCode {
         root: cli.cache.clone(),
         wait: !cli.no_wait,
     };
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::Show(_) | Command::Stages { .. }
+    ) {
+        die_quietly_on_closed_pipe();
+    }
     let result = dispatch(cli.command, cache, &registry);
     match result {
         Ok(()) => ExitCode::from(EXIT_OK as u8),
