@@ -46,7 +46,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    entropies, with_padding_column, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear,
+    blocks_attention_entropy, forward_blocks, with_padding_column, AttentionBlock, BlockShape,
+    FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
 use super::{param, AttentionBatch, Attentive};
@@ -225,13 +226,6 @@ impl Bert4RecConfig {
     }
 }
 
-/// One transformer block: attention, then feed-forward — SASRec's blocks
-/// (`layers.rs`), under a mask that is not causal.
-struct Block {
-    attn: AttentionBlock,
-    ffn: FeedForwardBlock,
-}
-
 /// The BERT4Rec model. Variables (names as in the var store):
 /// `item_emb` [num_items+2, dim] (row 0 padding, row num_items+1 `[MASK]`),
 /// `pos_emb` [max_len, dim], `emb_norm.*`,
@@ -242,7 +236,7 @@ pub struct Bert4Rec {
     item_emb: Tensor,
     pos_emb: Tensor,
     emb_norm: LayerNorm,
-    blocks: Vec<Block>,
+    blocks: Vec<TransformerBlock>,
     last_norm: Option<LayerNorm>,
     head: Linear,
     out_bias: Tensor,
@@ -280,9 +274,15 @@ impl Bert4Rec {
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let bp = p / "blocks" / i;
-                Block {
+                // SASRec's blocks, under a mask that is not causal.
+                TransformerBlock {
                     attn: AttentionBlock::new(&bp / "attn", &shape, random),
-                    ffn: FeedForwardBlock::new(&bp / "ffn", &shape, cfg.ffn_hidden(), random),
+                    ffn: Some(FeedForwardBlock::new(
+                        &bp / "ffn",
+                        &shape,
+                        cfg.ffn_hidden(),
+                        random,
+                    )),
                 }
             })
             .collect();
@@ -318,11 +318,8 @@ impl Bert4Rec {
     /// mask); padded positions come out as zeros and never influence others.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (mut xs, keep, mask) = self.embed(seqs, train);
-        for block in &self.blocks {
-            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
-            xs = block.ffn.forward_t(&xs, train) * &keep;
-        }
+        let (xs, keep, mask) = self.embed(seqs, train);
+        let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
         match &self.last_norm {
             Some(norm) => norm.forward(&xs) * &keep,
             None => xs,
@@ -408,19 +405,8 @@ impl Bert4Rec {
     /// from the input the block reads in [`Bert4Rec::encode`]. Its keys are
     /// the history's items and `[MASK]` itself.
     pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        tch::no_grad(|| {
-            let (mut xs, keep, mask) = self.embed(&self.with_mask(seqs), false);
-            let mut weights = Vec::with_capacity(self.blocks.len());
-            for (i, block) in self.blocks.iter().enumerate() {
-                weights.push(block.attn.last_query_weights(&xs, &mask));
-                // The last block's output feeds no weights: not computed.
-                if i + 1 < self.blocks.len() {
-                    xs = block.attn.forward_t(&xs, &mask, false) * &keep;
-                    xs = block.ffn.forward_t(&xs, false) * &keep;
-                }
-            }
-            entropies(&weights, &mask)
-        })
+        let (xs, keep, mask) = self.embed(&self.with_mask(seqs), false);
+        blocks_attention_entropy(&self.blocks, xs, &mask, &keep)
     }
 }
 

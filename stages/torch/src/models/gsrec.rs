@@ -35,8 +35,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    entropies, with_padding_column, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm,
-    Linear, Padding,
+    blocks_attention_entropy, causal_mask, forward_blocks, with_padding_column, AttentionBlock,
+    BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -127,24 +127,6 @@ impl GsRecConfig {
     }
 }
 
-/// One attention block, with the optional feed-forward layer.
-struct Block {
-    attn: AttentionBlock,
-    ffn: Option<FeedForwardBlock>,
-}
-
-impl Block {
-    /// `xs` [B, L, D] through attention under `mask` and the feed-forward
-    /// layer when there is one, padded positions zeroed by `keep`.
-    fn forward_t(&self, xs: &Tensor, mask: &Tensor, keep: &Tensor, train: bool) -> Tensor {
-        let xs = self.attn.forward_t(xs, mask, train) * keep;
-        match &self.ffn {
-            Some(ffn) => ffn.forward_t(&xs, train) * keep,
-            None => xs,
-        }
-    }
-}
-
 /// The GSRec model. Variables: `item_emb` [num_items+1, dim], `pos_emb`
 /// [max_len, dim], `blocks.{i}.attn.*` (and `blocks.{i}.ffn.*` with
 /// `ffn`), `last_norm.*` when `pre_norm`, `gru.*` (PyTorch's `nn.GRU`
@@ -153,7 +135,7 @@ impl Block {
 pub struct GsRec {
     item_emb: Tensor,
     pos_emb: Tensor,
-    blocks: Vec<Block>,
+    blocks: Vec<TransformerBlock>,
     last_norm: Option<LayerNorm>,
     gru: Gru,
     out: Linear,
@@ -186,7 +168,7 @@ impl GsRec {
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let bp = p / "blocks" / i;
-                Block {
+                TransformerBlock {
                     attn: AttentionBlock::new(&bp / "attn", &shape, random),
                     ffn: cfg
                         .ffn
@@ -219,10 +201,8 @@ impl GsRec {
     /// at `t` depends only on the row's items at positions `<= t`, padded
     /// positions are zeros.
     fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (mut xs, keep, mask) = self.embed(seqs, train);
-        for block in &self.blocks {
-            xs = block.forward_t(&xs, &mask, &keep, train);
-        }
+        let (xs, keep, mask) = self.embed(seqs, train);
+        let mut xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
         if let Some(norm) = &self.last_norm {
             xs = norm.forward(&xs) * &keep;
         }
@@ -259,14 +239,7 @@ impl GsRec {
         let pos = self.pos_emb.index_select(0, &positions);
         let xs =
             (items * (self.cfg.dim as f64).sqrt() + pos).dropout(self.cfg.dropout, train) * &keep;
-        // Causal and key-is-real; each query may attend to itself so that
-        // padded rows are never fully masked.
-        let causal = Tensor::ones([l, l], (Kind::Bool, device)).tril(0);
-        let eye = Tensor::eye(l, (Kind::Bool, device));
-        let mask = causal
-            .logical_and(&valid.unsqueeze(1).unsqueeze(1))
-            .logical_or(&eye);
-        (xs, keep, mask)
+        (xs, keep, causal_mask(&valid))
     }
 
     /// The attention diagnostic of the last position (the one `score_last`
@@ -274,18 +247,8 @@ impl GsRec {
     /// mode: each block's weights are recomputed explicitly from the input
     /// the block reads in `encode`.
     pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        tch::no_grad(|| {
-            let (mut xs, keep, mask) = self.embed(seqs, false);
-            let mut weights = Vec::with_capacity(self.blocks.len());
-            for (i, block) in self.blocks.iter().enumerate() {
-                weights.push(block.attn.last_query_weights(&xs, &mask));
-                // The last block's output feeds no weights: not computed.
-                if i + 1 < self.blocks.len() {
-                    xs = block.forward_t(&xs, &mask, &keep, false);
-                }
-            }
-            entropies(&weights, &mask)
-        })
+        let (xs, keep, mask) = self.embed(seqs, false);
+        blocks_attention_entropy(&self.blocks, xs, &mask, &keep)
     }
 
     fn item_logits(&self, hidden: &Tensor) -> Tensor {

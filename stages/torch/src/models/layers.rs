@@ -218,6 +218,78 @@ impl AttentionBlock {
     }
 }
 
+/// One transformer block: attention, then the feed-forward layer when
+/// there is one (SASRec and BERT4Rec always have it, GSRec by its `ffn`).
+/// Variables under `attn.*` and `ffn.*`.
+pub(crate) struct TransformerBlock {
+    pub attn: AttentionBlock,
+    pub ffn: Option<FeedForwardBlock>,
+}
+
+impl TransformerBlock {
+    /// `xs` [B, L, D] through attention under `mask` and the feed-forward
+    /// layer, padded positions zeroed by `keep` [B, L, 1] after each.
+    pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, keep: &Tensor, train: bool) -> Tensor {
+        let xs = self.attn.forward_t(xs, mask, train) * keep;
+        match &self.ffn {
+            Some(ffn) => ffn.forward_t(&xs, train) * keep,
+            None => xs,
+        }
+    }
+}
+
+/// `xs` through every block in turn.
+pub(crate) fn forward_blocks(
+    blocks: &[TransformerBlock],
+    xs: Tensor,
+    mask: &Tensor,
+    keep: &Tensor,
+    train: bool,
+) -> Tensor {
+    blocks
+        .iter()
+        .fold(xs, |xs, block| block.forward_t(&xs, mask, keep, train))
+}
+
+/// The attention diagnostic of the last position over a stack of blocks,
+/// in eval mode: each block's weights are recomputed explicitly from the
+/// input the block reads in [`forward_blocks`] (`xs`, `mask`, `keep` as
+/// the model's embedding step makes them).
+pub(crate) fn blocks_attention_entropy(
+    blocks: &[TransformerBlock],
+    xs: Tensor,
+    mask: &Tensor,
+    keep: &Tensor,
+) -> super::AttentionBatch {
+    tch::no_grad(|| {
+        let mut xs = xs;
+        let mut weights = Vec::with_capacity(blocks.len());
+        for (i, block) in blocks.iter().enumerate() {
+            weights.push(block.attn.last_query_weights(&xs, mask));
+            // The last block's output feeds no weights: not computed.
+            if i + 1 < blocks.len() {
+                xs = block.forward_t(&xs, mask, keep, false);
+            }
+        }
+        entropies(&weights, mask)
+    })
+}
+
+/// The mask of a causal self-attention over left-padded items: query `t`
+/// may attend to real keys at positions `<= t`, and every query to itself,
+/// so that rows of padded queries are never fully masked (no NaN; those
+/// rows are zeroed after each block). `valid` [B, L] (true = real item);
+/// returns [B, 1, L, L], true = may attend.
+pub(crate) fn causal_mask(valid: &Tensor) -> Tensor {
+    let l = valid.size()[1];
+    let device = valid.device();
+    let causal = Tensor::ones([l, l], (Kind::Bool, device)).tril(0);
+    let eye = Tensor::eye(l, (Kind::Bool, device));
+    causal
+        .logical_and(&valid.unsqueeze(1).unsqueeze(1)) // [B, 1, 1, L]
+        .logical_or(&eye)
+}
+
 /// The attention diagnostic of a batch from each layer's head-averaged
 /// weights of the scored query, `weights` [B, L] per layer, and the mask
 /// [B, 1, L, L] (or [B, 1, 1, L]) they were computed under: per example the

@@ -43,7 +43,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
-use super::layers::{dot_rows, entropies, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm};
+use super::layers::{
+    blocks_attention_entropy, causal_mask, dot_rows, forward_blocks, AttentionBlock, BlockShape,
+    FeedForwardBlock, LayerNorm, TransformerBlock,
+};
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
 
@@ -150,12 +153,6 @@ impl SasRecConfig {
     }
 }
 
-/// One transformer block: attention, then feed-forward.
-struct Block {
-    attn: AttentionBlock,
-    ffn: FeedForwardBlock,
-}
-
 /// The SASRec model. Variables (names as in the var store):
 /// `item_emb` [num_items+1, dim], `pos_emb` [max_len, dim],
 /// `blocks.{i}.attn.{norm,q,k,v,out}.*`, `blocks.{i}.ffn.{norm,fc1,fc2}.*`,
@@ -163,7 +160,7 @@ struct Block {
 pub struct SasRec {
     item_emb: Tensor,
     pos_emb: Tensor,
-    blocks: Vec<Block>,
+    blocks: Vec<TransformerBlock>,
     last_norm: Option<LayerNorm>,
     cfg: SasRecConfig,
 }
@@ -203,9 +200,14 @@ impl SasRec {
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let bp = p / "blocks" / i;
-                Block {
+                TransformerBlock {
                     attn: AttentionBlock::new(&bp / "attn", &shape, random),
-                    ffn: FeedForwardBlock::new(&bp / "ffn", &shape, cfg.ffn_hidden(), random),
+                    ffn: Some(FeedForwardBlock::new(
+                        &bp / "ffn",
+                        &shape,
+                        cfg.ffn_hidden(),
+                        random,
+                    )),
                 }
             })
             .collect();
@@ -239,11 +241,8 @@ impl SasRec {
     /// predict the item at `t + 1`. Padded positions come out as zeros.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (mut xs, keep, mask) = self.embed(seqs, train);
-        for block in &self.blocks {
-            xs = block.attn.forward_t(&xs, &mask, train) * &keep;
-            xs = block.ffn.forward_t(&xs, train) * &keep;
-        }
+        let (xs, keep, mask) = self.embed(seqs, train);
+        let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
         match &self.last_norm {
             Some(norm) => norm.forward(&xs) * &keep,
             None => xs,
@@ -275,15 +274,7 @@ impl SasRec {
         let xs =
             (items * (self.cfg.dim as f64).sqrt() + pos).dropout(self.cfg.dropout, train) * &keep;
 
-        // Causal AND key-is-real; every query may also attend to itself so
-        // that rows of padded queries are never fully masked (no NaN); those
-        // rows are zeroed right after each block.
-        let causal = Tensor::ones([l, l], (Kind::Bool, device)).tril(0);
-        let eye = Tensor::eye(l, (Kind::Bool, device));
-        let mask = causal
-            .logical_and(&valid.unsqueeze(1).unsqueeze(1)) // [B, 1, 1, L]
-            .logical_or(&eye); // [B, 1, L, L]
-        (xs, keep, mask)
+        (xs, keep, causal_mask(&valid))
     }
 
     /// The attention diagnostic of the last position (the one
@@ -291,19 +282,8 @@ impl SasRec {
     /// mode: each block's weights are recomputed explicitly from the input
     /// the block reads in [`SasRec::encode`].
     pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        tch::no_grad(|| {
-            let (mut xs, keep, mask) = self.embed(seqs, false);
-            let mut weights = Vec::with_capacity(self.blocks.len());
-            for (i, block) in self.blocks.iter().enumerate() {
-                weights.push(block.attn.last_query_weights(&xs, &mask));
-                // The last block's output feeds no weights: not computed.
-                if i + 1 < self.blocks.len() {
-                    xs = block.attn.forward_t(&xs, &mask, false) * &keep;
-                    xs = block.ffn.forward_t(&xs, false) * &keep;
-                }
-            }
-            entropies(&weights, &mask)
-        })
+        let (xs, keep, mask) = self.embed(seqs, false);
+        blocks_attention_entropy(&self.blocks, xs, &mask, &keep)
     }
 
     /// Scores of items `1..=num_items` for hidden states `hidden` [..., dim]:
