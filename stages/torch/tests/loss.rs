@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{hr_at_1, loss_bits, run_kind, successor_data};
+use common::{hr_at_1, loss_bits, run_kind, successor_data, train_and_score, HeldOut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
@@ -284,29 +284,20 @@ fn bce_hit_rate<C: ModelConfig>(mcfg: &C, n: i64, epochs: usize) -> f64 {
         loss: bce(1),
         ..TrainConfig::default()
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (vs, stats) = train(
-        mcfg,
-        &tcfg,
-        &train_seqs,
-        5,
-        Device::Cpu,
-        tmp.path(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let HeldOut {
+        stats,
+        inputs,
+        scores,
+        targets,
+        ..
+    } = train_and_score(mcfg, &tcfg, &train_seqs, &held_out);
     for s in &stats {
         eprintln!("{} epoch {} bce {:.4}", C::NAME, s.epoch, s.train_loss);
     }
     // One positive and one negative at σ = 1/2 cost 2 ln 2; it must fall well below.
     assert!(stats[0].train_loss < 2.0 * 2f64.ln() + 0.1);
     assert!(stats[epochs - 1].train_loss < 0.5 * stats[0].train_loss);
-    let model = mcfg.build(&vs.root());
-    let inputs: Vec<Vec<i64>> = held_out.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
-    let targets: Vec<i64> = held_out.iter().map(|s| s[s.len() - 1]).collect();
-    let x = left_pad_batch(&inputs, mcfg.max_len());
-    let scores = model.score_last(&x);
-    let unseen = scores.scatter_value(1, &x, f64::NEG_INFINITY);
+    let unseen = scores.scatter_value(1, &inputs, f64::NEG_INFINITY);
     let hits = hr_at_1(&unseen, &targets);
     eprintln!(
         "{} bce HR@1 = {hits:.3} among unseen items, {:.3} among all",

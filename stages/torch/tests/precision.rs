@@ -5,15 +5,16 @@
 
 mod common;
 
-use common::{assert_resume_is_bit_exact_with, hr_at_1, loss_bits, successor_data};
+use common::{
+    assert_resume_is_bit_exact_with, hr_at_1, loss_bits, successor_data, train_and_score,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use seqpipe_torch::autocast::Precision;
 use seqpipe_torch::models::gru4rec::Gru4RecConfig;
-use seqpipe_torch::models::left_pad_batch;
 use seqpipe_torch::models::sasrec::SasRecConfig;
-use seqpipe_torch::models::trainer::{train, ModelConfig, SequenceModel, TrainConfig};
-use tch::{Device, Kind};
+use seqpipe_torch::models::trainer::{ModelConfig, TrainConfig};
+use tch::Kind;
 
 /// Trains `mcfg` on the planted successor rule at `precision`; returns the
 /// per-epoch loss bits and HR@1 on held-out sequences.
@@ -28,25 +29,11 @@ fn fit<C: ModelConfig>(mcfg: &C, n: i64, precision: Precision) -> (Vec<u64>, f64
         precision,
         ..TrainConfig::default()
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let (vs, stats) = train(
-        mcfg,
-        &tcfg,
-        &train_seqs,
-        5,
-        Device::Cpu,
-        tmp.path(),
-        &mut |_| {},
-    )
-    .unwrap();
-    for (name, v) in vs.variables() {
+    let run = train_and_score(mcfg, &tcfg, &train_seqs, &held_out);
+    for (name, v) in run.vs.variables() {
         assert_eq!(v.kind(), Kind::Float, "{name} is not fp32 master weight");
     }
-    let model = mcfg.build(&vs.root());
-    let inputs: Vec<Vec<i64>> = held_out.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
-    let targets: Vec<i64> = held_out.iter().map(|s| s[s.len() - 1]).collect();
-    let scores = model.score_last(&left_pad_batch(&inputs, mcfg.max_len()));
-    (loss_bits(&stats), hr_at_1(&scores, &targets))
+    (loss_bits(&run.stats), hr_at_1(&run.scores, &run.targets))
 }
 
 #[test]

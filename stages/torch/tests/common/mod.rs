@@ -248,3 +248,49 @@ pub fn run_kind(
     stage.run(&mut ctx)?;
     Ok((outputs, ctx.notes))
 }
+
+/// A model trained on planted-rule sequences and scored on held-out ones.
+pub struct HeldOut {
+    pub vs: VarStore,
+    pub stats: Vec<EpochStats>,
+    /// The held-out histories (all but each sequence's last item),
+    /// left-padded to the model's `max_len`: [N, max_len].
+    pub inputs: Tensor,
+    /// `score_last` of `inputs`: [N, num_items + 1].
+    pub scores: Tensor,
+    /// Each held-out sequence's last item.
+    pub targets: Vec<i64>,
+}
+
+/// Trains `mcfg` with `tcfg` on `train_seqs` (seed 5, CPU) and scores the
+/// last item of every `held_out` sequence from the items before it.
+pub fn train_and_score<C: ModelConfig>(
+    mcfg: &C,
+    tcfg: &TrainConfig,
+    train_seqs: &[Vec<i64>],
+    held_out: &[Vec<i64>],
+) -> HeldOut {
+    let tmp = tempfile::tempdir().unwrap();
+    let (vs, stats) = train(
+        mcfg,
+        tcfg,
+        train_seqs,
+        5,
+        Device::Cpu,
+        tmp.path(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let model = mcfg.build(&vs.root());
+    let histories: Vec<Vec<i64>> = held_out.iter().map(|s| s[..s.len() - 1].to_vec()).collect();
+    let targets = held_out.iter().map(|s| s[s.len() - 1]).collect();
+    let inputs = seqpipe_torch::models::left_pad_batch(&histories, mcfg.max_len());
+    let scores = model.score_last(&inputs);
+    HeldOut {
+        vs,
+        stats,
+        inputs,
+        scores,
+        targets,
+    }
+}
