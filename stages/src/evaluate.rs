@@ -1,7 +1,7 @@
 //! `evaluate` — ranking evaluation of a trained model.
 //!
 //! Params (defaults): `k` ([5, 10, 20]), `metrics` (all of "hr", "ndcg",
-//! "mrr", "precision", "coverage", "popularity"),
+//! "mrr", "precision", "coverage", "popularity", "accuracy"),
 //! `ranking` ("full": every item in the catalogue is a candidate;
 //! "sampled": the target against `negatives` sampled items; "both"),
 //! `negatives` (100) and `sampler` ("uniform" | "popularity") for sampled
@@ -13,7 +13,9 @@
 //! for the 95 % confidence intervals, 0 = none; seeded by the pipeline
 //! seed), `long_tail` (50: targets with fewer training occurrences count as
 //! long tail in the breakdown).
-//! `popularity` writes `avg_pop@K`.
+//! `popularity` writes `avg_pop@K`; `accuracy` writes `accuracy` (top-1 =
+//! target), `macro_precision` and `macro_recall` over items (see
+//! [`crate::metrics`]; full ranking only).
 //! Inputs: `model` (model), `data` (sequences).
 //! Outputs: `metrics` (metrics):
 //! - `metrics.json`: one object per split with `hr@K`, `ndcg@K`, `mrr@K`,
@@ -119,7 +121,7 @@ impl TypedStage for Evaluate {
             outputs: vec![Port { optional: false, name: "metrics", ty: "metrics", doc: "metrics.json (per split: hr@K, ndcg@K, mrr@K, mrr, …, their _ci, breakdown), ranks.parquet, training.json" }],
             params: vec![
                 ParamDoc { name: "k", doc: "cut-offs" },
-                ParamDoc { name: "metrics", doc: "any of hr, ndcg, mrr, precision, coverage, popularity" },
+                ParamDoc { name: "metrics", doc: "any of hr, ndcg, mrr, precision, coverage, popularity, accuracy (top-1 accuracy, macro precision and recall over items)" },
                 ParamDoc { name: "ranking", doc: "full (whole catalogue), sampled (target vs `negatives` sampled items) or both" },
                 ParamDoc { name: "negatives", doc: "sampled negatives per example (sampled ranking)" },
                 ParamDoc { name: "sampler", doc: "uniform or popularity (sampled ranking)" },
@@ -143,7 +145,15 @@ impl TypedStage for Evaluate {
 }
 
 /// What `metrics` may list.
-pub const METRICS: [&str; 6] = ["hr", "ndcg", "mrr", "precision", "coverage", "popularity"];
+pub const METRICS: [&str; 7] = [
+    "hr",
+    "ndcg",
+    "mrr",
+    "precision",
+    "coverage",
+    "popularity",
+    "accuracy",
+];
 
 /// What `ranking` may be.
 pub const RANKINGS: [&str; 3] = ["full", "sampled", "both"];

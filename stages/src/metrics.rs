@@ -13,6 +13,16 @@
 //! list and then over examples. When fewer than K items are candidates the
 //! list is shorter; precision still divides by K.
 //!
+//! Three treat the model as a classifier whose prediction is its top-1
+//! item (`accuracy`): `accuracy` is the share of examples whose top item
+//! is the target (HR@1; it gets an interval), and `macro_precision` /
+//! `macro_recall` average over items the per-item precision (of the
+//! examples where the item was predicted, the share where it was the
+//! target) and recall (of the examples where it was the target, the share
+//! where it was predicted) — over the items that occur as a target or a
+//! prediction, an item never predicted having precision 0 (scikit-learn's
+//! `average="macro"`, `zero_division=0`).
+//!
 //! Ties are broken by item index: an item with the same score as the target
 //! ranks ahead of it when its index is lower — the order a stable top-K over
 //! the catalogue would give, so metrics neither reward nor punish ties at
@@ -209,6 +219,8 @@ type Getter<'a> = Box<dyn Fn(&Record) -> f64 + 'a>;
 
 struct Record {
     rank: usize,
+    /// The top-1 item (0 when the list is empty).
+    top1: usize,
     history_len: usize,
     target: usize,
     /// per K: mean training popularity of the top-K list
@@ -293,6 +305,7 @@ impl Accumulator {
         }
         self.records.push(Record {
             rank,
+            top1: top.first().copied().unwrap_or(0),
             history_len,
             target,
             avg_pop,
@@ -324,6 +337,10 @@ impl Accumulator {
             names.push("mrr".into());
             getters.push(Box::new(|r: &Record| 1.0 / r.rank as f64));
         }
+        if has("accuracy") {
+            names.push("accuracy".into());
+            getters.push(Box::new(|r: &Record| f64::from(u8::from(r.rank == 1))));
+        }
         let rows: Vec<Vec<f64>> = self
             .records
             .iter()
@@ -344,12 +361,40 @@ impl Accumulator {
                 out.insert(format!("coverage@{k}"), json!(distinct as f64 / catalogue));
             }
         }
+        if has("accuracy") {
+            let (precision, recall) = self.macro_precision_recall();
+            out.insert("macro_precision".into(), json!(precision));
+            out.insert("macro_recall".into(), json!(recall));
+        }
         out.insert("examples".into(), json!(self.records.len()));
         for (name, (lo, hi)) in names.iter().zip(bootstrap_ci(&rows, o.bootstrap, o.seed)) {
             out.insert(format!("{name}_ci"), json!([lo, hi]));
         }
         out.insert("breakdown".into(), self.breakdown(o.long_tail));
         out
+    }
+
+    /// Macro-averaged precision and recall of the top-1 predictions over
+    /// the items that are a target or a prediction (see the module docs).
+    fn macro_precision_recall(&self) -> (f64, f64) {
+        // item → (predicted, target, both)
+        let mut counts: BTreeMap<usize, (u64, u64, u64)> = BTreeMap::new();
+        for r in &self.records {
+            if r.top1 != 0 {
+                counts.entry(r.top1).or_default().0 += 1;
+            }
+            let c = counts.entry(r.target).or_default();
+            c.1 += 1;
+            c.2 += u64::from(r.top1 == r.target);
+        }
+        if counts.is_empty() {
+            return (0.0, 0.0);
+        }
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let n = counts.len() as f64;
+        let precision = counts.values().map(|c| ratio(c.2, c.0)).sum::<f64>() / n;
+        let recall = counts.values().map(|c| ratio(c.2, c.1)).sum::<f64>() / n;
+        (precision, recall)
     }
 
     fn breakdown(&self, long_tail: u64) -> Value {
@@ -493,6 +538,29 @@ mod tests {
         assert_eq!(top_k(&scores, 10, &[]), vec![2, 1, 3, 4]); // K > catalogue
         assert_eq!(top_k(&scores, 0, &[]), Vec::<usize>::new());
         assert_eq!(top_k(&[0.0, 1.0, 1.0, 1.0], 2, &[]), vec![1, 2]);
+    }
+
+    #[test]
+    fn accuracy_and_macro_precision_recall_hand_computed() {
+        let mut acc = Accumulator::new(&[2], vec![0, 5, 5, 5]);
+        acc.push(1, &[1, 2], 3, 1); // predicts 1, right
+        acc.push(2, &[2, 1], 3, 1); // predicts 2, target 1
+        acc.push(1, &[2, 3], 3, 2); // predicts 2, right
+        acc.push(5, &[2, 1], 3, 3); // predicts 2, target 3 (never predicted)
+        let o = Options {
+            metrics: vec!["accuracy".into()],
+            ..opts(0)
+        };
+        let m = acc.finish(&o);
+        let f = |k: &str| m[k].as_f64().unwrap();
+        close(f("accuracy"), 0.5);
+        // item 1: P 1/1, R 1/2; item 2: P 1/3, R 1/1; item 3: P 0, R 0/1
+        close(f("macro_precision"), (1.0 + 1.0 / 3.0) / 3.0);
+        close(f("macro_recall"), (0.5 + 1.0) / 3.0);
+        assert!(m.get("hr@2").is_none(), "only the asked family: {m:?}");
+        // an empty split gives zeros, not NaN
+        let empty = Accumulator::new(&[2], vec![0, 5]).finish(&o);
+        assert_eq!(empty["macro_precision"], 0.0);
     }
 
     fn opts(bootstrap: usize) -> Options {
