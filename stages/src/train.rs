@@ -10,7 +10,9 @@
 //! (1e-3), `weight_decay` (0.0), `clip_norm` (1.0); for SASRec, GRU4Rec and
 //! BERT4Rec: `layers` (2); for the transformers (SASRec and BERT4Rec): `heads`
 //! (1), `ffn_dim` (0 = dim for SASRec, 4 * dim for BERT4Rec), `pre_norm`
-//! (true); for GRU4Rec only: `hidden` (0 = dim; the GRU's hidden size; when
+//! (true); for SASRec only: `activation` ("gelu" | "relu"; "gelu": the
+//! feed-forward non-linearity, ReLU being the paper's; in the key only when
+//! "relu"); for GRU4Rec only: `hidden` (0 = dim; the GRU's hidden size; when
 //! it equals `dim` item scores are tied to the embedding table, otherwise a
 //! linear output layer is learnt); for BERT4Rec only: `mask_prob` (0.2; the
 //! share of positions masked for its cloze training task, in (0, 1)).
@@ -173,6 +175,7 @@ pub struct Params {
     pub negatives: usize,
     pub train_len: i64,
     pub precision: String,
+    pub activation: String,
 }
 
 impl Default for Params {
@@ -212,6 +215,7 @@ impl Default for Params {
             negatives: 1,
             train_len: 200,
             precision: "fp32".into(),
+            activation: "gelu".into(),
         }
     }
 }
@@ -375,6 +379,7 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
                 ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "activation", doc: "sasrec: the feed-forward non-linearity, gelu | relu (the paper's)" },
                 ParamDoc { name: "precision", doc: "neural models: fp32 | bf16 (autocast around forward passes, fp32 weights and optimiser; for CUDA)" },
                 ParamDoc { name: "negatives", doc: "bce: negatives per position, drawn uniformly from the items the user's training sequence lacks (>= 1)" },
                 ParamDoc { name: "train_len", doc: "caser: the most recent positions of each training sequence that become training windows (>= 1)" },
@@ -410,6 +415,18 @@ impl TypedStage for Train {
                 "precision: unknown precision {:?} ({})",
                 p.precision,
                 PRECISIONS.join(", ")
+            ));
+        }
+        if !["gelu", "relu"].contains(&p.activation.as_str()) {
+            return Err(format!(
+                "activation: unknown activation {:?} (gelu, relu)",
+                p.activation
+            ));
+        }
+        if p.activation != "gelu" && p.model != "sasrec" {
+            return Err(format!(
+                "activation: {:?} is a sasrec param, not one of `{}`",
+                p.activation, p.model
             ));
         }
         if p.precision != "fp32" && !NEURAL.contains(&p.model.as_str()) {
@@ -477,7 +494,7 @@ impl TypedStage for Train {
 
     fn canonical(&self, p: &Params) -> serde_json::Value {
         match p.model.as_str() {
-            "sasrec" => neural_key(p, &SASREC_PARAMS),
+            "sasrec" => sasrec_key(p),
             "gru4rec" => neural_key(p, &GRU4REC_PARAMS),
             "bert4rec" => neural_key(p, &BERT4REC_PARAMS),
             "caser" => caser_key(p),
@@ -509,6 +526,16 @@ fn keep_params(p: &Params, keys: &[&str]) -> serde_json::Value {
 
 /// Caser's key: `train_len` joins its params only when it is not the
 /// default, so keys from before it was a param are unchanged.
+/// SASRec's key: its params, with `activation` only when not the default
+/// GELU (keys from before it existed stay).
+fn sasrec_key(p: &Params) -> serde_json::Value {
+    let mut used = SASREC_PARAMS.to_vec();
+    if p.activation != Params::default().activation {
+        used.push("activation");
+    }
+    neural_key(p, &used)
+}
+
 fn caser_key(p: &Params) -> serde_json::Value {
     let mut used = CASER_PARAMS.to_vec();
     if p.train_len != Params::default().train_len {
@@ -670,6 +697,7 @@ mod tests {
             "negatives",
             "train_len",
             "precision",
+            "activation",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -808,6 +836,30 @@ mod tests {
             assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
             assert!(Train.validate(&q).is_ok(), "{model}");
         }
+    }
+
+    #[test]
+    fn activation_is_a_sasrec_param_in_its_key_only_when_relu() {
+        let p = Params::default();
+        let relu = Params {
+            activation: "relu".into(),
+            ..p.clone()
+        };
+        assert!(!key_names(&Train.canonical(&p)).contains(&"activation".to_string()));
+        assert_eq!(Train.canonical(&relu)["activation"], "relu");
+        let err = |q: Params| Train.validate(&q).unwrap_err();
+        assert_eq!(
+            err(Params {
+                activation: "tanh".into(),
+                ..p.clone()
+            }),
+            r#"activation: unknown activation "tanh" (gelu, relu)"#
+        );
+        assert!(err(Params {
+            model: "gru4rec".into(),
+            ..relu
+        })
+        .starts_with("activation: \"relu\" is a sasrec param"));
     }
 
     #[test]

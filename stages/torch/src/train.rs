@@ -20,7 +20,7 @@ use crate::models::sasrec::SasRecConfig;
 use crate::models::trainer::{
     self, EarlyStopping, ItemInit, Loss, ModelConfig, StopMetric, TrainConfig, TrainData, Trained,
 };
-use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop};
+use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop, Activation};
 
 pub struct TrainImpl;
 
@@ -63,6 +63,10 @@ impl TypedStage for TrainImpl {
                     ffn_dim: p.ffn_dim,
                     dropout: p.dropout,
                     pre_norm: p.pre_norm,
+                    activation: match p.activation.as_str() {
+                        "relu" => Activation::Relu,
+                        _ => Activation::Gelu,
+                    },
                 };
                 train_neural(&model, &p, &data, ctx, &out)
             }

@@ -8,9 +8,9 @@ use common::{
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seqpipe_torch::models::left_pad_batch;
 use seqpipe_torch::models::sasrec::{SasRec, SasRecConfig};
 use seqpipe_torch::models::trainer::{torch_rng_lock, train as train_sasrec, TrainConfig};
+use seqpipe_torch::models::{left_pad_batch, Activation};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
@@ -24,6 +24,7 @@ fn small_cfg(num_items: i64, pre_norm: bool) -> SasRecConfig {
         ffn_dim: 0,
         dropout: 0.2,
         pre_norm,
+        activation: Activation::Gelu,
     }
 }
 
@@ -167,6 +168,7 @@ fn learns_planted_successor_rule() {
         ffn_dim: 0,
         dropout: 0.1,
         pre_norm: true,
+        activation: Activation::Gelu,
     };
     let tcfg = TrainConfig {
         epochs: 8,
@@ -211,4 +213,36 @@ fn learns_planted_successor_rule() {
 fn model_var_count(cfg: &SasRecConfig) -> usize {
     // item_emb, pos_emb; per block: attn (norm 2 + 4 linears x 2) + ffn (norm 2 + 2 x 2); last_norm 2.
     2 + cfg.layers as usize * (10 + 6) + if cfg.pre_norm { 2 } else { 0 }
+}
+
+/// The paper's ReLU feed-forward: a different function of the same
+/// weights, saved in config.json only when chosen (GELU configs keep their
+/// bytes).
+#[test]
+fn relu_feed_forward_is_another_function_of_the_same_weights() {
+    let n = 30;
+    let gelu = small_cfg(n, true);
+    let relu = SasRecConfig {
+        activation: Activation::Relu,
+        ..gelu.clone()
+    };
+    assert!(!serde_json::to_string(&gelu).unwrap().contains("activation"));
+    assert!(serde_json::to_string(&relu)
+        .unwrap()
+        .contains(r#""activation":"relu""#));
+    let vs = VarStore::new(Device::Cpu);
+    let a = SasRec::new(&vs.root(), &gelu);
+    let b = SasRec::new(&(vs.root() / "other"), &relu);
+    // b's weights copied from a: only the activation differs
+    tch::no_grad(|| {
+        for (name, t) in vs.variables() {
+            if let Some(own) = name.strip_prefix("other.") {
+                let mut t = t;
+                t.copy_(&vs.variables()[own]);
+            }
+        }
+    });
+    let x = left_pad_batch(&[vec![1, 2, 3, 4], vec![5, 6]], 16);
+    let diff = max_abs_diff(&a.encode(&x, false), &b.encode(&x, false));
+    assert!(diff > 1e-4, "ReLU and GELU gave the same states ({diff})");
 }

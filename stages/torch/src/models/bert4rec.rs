@@ -46,8 +46,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    blocks_attention_entropy, forward_blocks, with_padding_column, AttentionBlock, BlockShape,
-    FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
+    blocks_attention_entropy, forward_blocks, with_padding_column, Activation, AttentionBlock,
+    BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
 use super::{param, AttentionBatch, Attentive};
@@ -144,6 +144,7 @@ impl Bert4RecConfig {
             heads: self.heads,
             dropout: self.dropout,
             pre_norm: self.pre_norm,
+            activation: Activation::Gelu,
         }
     }
 

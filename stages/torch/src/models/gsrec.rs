@@ -35,8 +35,9 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    blocks_attention_entropy, causal_mask, forward_blocks, with_padding_column, AttentionBlock,
-    BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding, TransformerBlock,
+    blocks_attention_entropy, causal_mask, forward_blocks, with_padding_column, Activation,
+    AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding,
+    TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -100,6 +101,7 @@ impl GsRecConfig {
             heads: self.heads,
             dropout: self.dropout,
             pre_norm: self.pre_norm,
+            activation: Activation::Gelu,
         }
     }
 

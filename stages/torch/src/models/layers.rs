@@ -3,6 +3,7 @@
 //! that already holds them binds to them instead of creating duplicates
 //! (how a checkpoint is restored without drawing from the RNG).
 
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
@@ -80,12 +81,38 @@ impl LayerNorm {
     }
 }
 
-/// What the transformer blocks share: width, heads, dropout, norm placement.
+/// What the transformer blocks share: width, heads, dropout, norm
+/// placement, the feed-forward activation.
 pub(crate) struct BlockShape {
     pub dim: i64,
     pub heads: i64,
     pub dropout: f64,
     pub pre_norm: bool,
+    pub activation: Activation,
+}
+
+/// The feed-forward layer's non-linearity: GELU (BERT's, the default) or
+/// ReLU (the SASRec paper's).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    #[serde(rename = "relu")]
+    Relu,
+}
+
+impl Activation {
+    pub fn is_gelu(&self) -> bool {
+        *self == Activation::Gelu
+    }
+
+    fn apply(&self, xs: &Tensor) -> Tensor {
+        match self {
+            Activation::Gelu => xs.gelu("none"),
+            Activation::Relu => xs.relu(),
+        }
+    }
 }
 
 /// Multi-head self-attention with its residual connection and norm (pre-
@@ -319,14 +346,15 @@ pub(crate) fn entropies(weights: &[Tensor], mask: &Tensor) -> super::AttentionBa
     }
 }
 
-/// Position-wise feed-forward network (GELU) with its residual connection
-/// and norm.
+/// Position-wise feed-forward network (GELU or ReLU) with its residual
+/// connection and norm.
 pub(crate) struct FeedForwardBlock {
     norm: LayerNorm,
     fc1: Linear,
     fc2: Linear,
     dropout: f64,
     pre_norm: bool,
+    activation: Activation,
 }
 
 impl FeedForwardBlock {
@@ -338,6 +366,7 @@ impl FeedForwardBlock {
             fc2: Linear::new(&p / "fc2", hidden, s.dim, random),
             dropout: s.dropout,
             pre_norm: s.pre_norm,
+            activation: s.activation,
         }
     }
 
@@ -348,9 +377,8 @@ impl FeedForwardBlock {
             xs.shallow_clone()
         };
         let ys = self
-            .fc1
-            .forward(&h)
-            .gelu("none")
+            .activation
+            .apply(&self.fc1.forward(&h))
             .dropout(self.dropout, train);
         let ys = self.fc2.forward(&ys).dropout(self.dropout, train);
         if self.pre_norm {
@@ -509,6 +537,7 @@ mod tests {
             heads,
             dropout: 0.3,
             pre_norm,
+            activation: Activation::Gelu,
         };
         let b = AttentionBlock::new(vs.root() / "attn", &shape, random);
         (vs, b)

@@ -38,6 +38,8 @@ pub mod pop;
 pub mod sasrec;
 pub mod trainer;
 
+pub use layers::Activation;
+
 use std::path::Path;
 
 use anyhow::Context;

@@ -44,8 +44,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    blocks_attention_entropy, causal_mask, dot_rows, forward_blocks, AttentionBlock, BlockShape,
-    FeedForwardBlock, LayerNorm, TransformerBlock,
+    blocks_attention_entropy, causal_mask, dot_rows, forward_blocks, Activation, AttentionBlock,
+    BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -76,6 +76,11 @@ pub struct SasRecConfig {
     /// Pre-LN blocks (default) instead of post-LN.
     #[serde(default = "default_pre_norm")]
     pub pre_norm: bool,
+    /// The feed-forward non-linearity (GELU; the paper's ReLU on request).
+    /// Left out of config.json when GELU, so models saved before it existed
+    /// keep their bytes.
+    #[serde(default, skip_serializing_if = "Activation::is_gelu")]
+    pub activation: Activation,
 }
 
 fn default_max_len() -> i64 {
@@ -109,6 +114,7 @@ impl SasRecConfig {
             ffn_dim: 0,
             dropout: default_dropout(),
             pre_norm: default_pre_norm(),
+            activation: Activation::Gelu,
         }
     }
 
@@ -128,6 +134,7 @@ impl SasRecConfig {
             heads: self.heads,
             dropout: self.dropout,
             pre_norm: self.pre_norm,
+            activation: self.activation,
         }
     }
 
