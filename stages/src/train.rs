@@ -7,7 +7,10 @@
 //! per item) and `shrink` (0.0; added to the cosine's denominator); for the
 //! neural models (SASRec, GRU4Rec, BERT4Rec and Caser): `dim` (64),
 //! `dropout` (0.2), `max_len` (50), `epochs` (20), `batch_size` (128), `lr`
-//! (1e-3), `weight_decay` (0.0), `clip_norm` (1.0); for SASRec, GRU4Rec and
+//! (1e-3), `weight_decay` (0.0; on matrices and embedding tables),
+//! `optimizer` ("adamw" | "adam"; "adamw": decoupled weight decay, or Adam
+//! with the decay as L2 in the gradient; in the key only when "adam"),
+//! `clip_norm` (1.0); for SASRec, GRU4Rec and
 //! BERT4Rec: `layers` (2); for the transformers (SASRec and BERT4Rec): `heads`
 //! (1), `ffn_dim` (0 = dim for SASRec, 4 * dim for BERT4Rec), `pre_norm`
 //! (true); for SASRec only: `activation` ("gelu" | "relu"; "gelu": the
@@ -176,6 +179,7 @@ pub struct Params {
     pub train_len: i64,
     pub precision: String,
     pub activation: String,
+    pub optimizer: String,
 }
 
 impl Default for Params {
@@ -216,6 +220,7 @@ impl Default for Params {
             train_len: 200,
             precision: "fp32".into(),
             activation: "gelu".into(),
+            optimizer: "adamw".into(),
         }
     }
 }
@@ -379,6 +384,7 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
                 ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "optimizer", doc: "neural models: adamw (decoupled weight decay) | adam (weight decay as L2 in the gradient, torch.optim.Adam's); the same without weight_decay" },
                 ParamDoc { name: "activation", doc: "sasrec: the feed-forward non-linearity, gelu | relu (the paper's)" },
                 ParamDoc { name: "precision", doc: "neural models: fp32 | bf16 (autocast around forward passes, fp32 weights and optimiser; for CUDA)" },
                 ParamDoc { name: "negatives", doc: "bce: negatives per position, drawn uniformly from the items the user's training sequence lacks (>= 1)" },
@@ -415,6 +421,20 @@ impl TypedStage for Train {
                 "precision: unknown precision {:?} ({})",
                 p.precision,
                 PRECISIONS.join(", ")
+            ));
+        }
+        if !["adamw", "adam"].contains(&p.optimizer.as_str()) {
+            return Err(format!(
+                "optimizer: unknown optimizer {:?} (adamw, adam)",
+                p.optimizer
+            ));
+        }
+        if p.optimizer != "adamw" && !NEURAL.contains(&p.model.as_str()) {
+            return Err(format!(
+                "optimizer: {:?} is for the neural models ({}), not `{}`",
+                p.optimizer,
+                NEURAL.join(", "),
+                p.model
             ));
         }
         if !["gelu", "relu"].contains(&p.activation.as_str()) {
@@ -587,6 +607,9 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
     if p.precision != d.precision {
         used.push("precision");
     }
+    if p.optimizer != d.optimizer {
+        used.push("optimizer");
+    }
     keep_params(p, &used)
 }
 
@@ -698,6 +721,7 @@ mod tests {
             "train_len",
             "precision",
             "activation",
+            "optimizer",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -836,6 +860,36 @@ mod tests {
             assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
             assert!(Train.validate(&q).is_ok(), "{model}");
         }
+    }
+
+    #[test]
+    fn optimizer_enters_the_key_only_when_adam() {
+        let p = Params {
+            model: "gru4rec".into(),
+            ..Params::default()
+        };
+        assert!(!key_names(&Train.canonical(&p)).contains(&"optimizer".to_string()));
+        let adam = Params {
+            optimizer: "adam".into(),
+            ..p.clone()
+        };
+        assert_eq!(Train.canonical(&adam)["optimizer"], "adam");
+        assert_eq!(
+            Train
+                .validate(&Params {
+                    optimizer: "sgd".into(),
+                    ..p
+                })
+                .unwrap_err(),
+            r#"optimizer: unknown optimizer "sgd" (adamw, adam)"#
+        );
+        assert!(Train
+            .validate(&Params {
+                model: "markov".into(),
+                ..adam
+            })
+            .unwrap_err()
+            .starts_with(r#"optimizer: "adam" is for the neural models"#));
     }
 
     #[test]

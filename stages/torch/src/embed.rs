@@ -594,6 +594,7 @@ fn fit(
             eps: 1e-8,
             weight_decay: p.weight_decay,
             clip_norm: 0.0,
+            coupled_decay: false,
         },
     );
     let setup = setup_json(p, &cfg)?;

@@ -18,7 +18,8 @@ use crate::models::gsrec::GsRecConfig;
 use crate::models::optim::Schedule;
 use crate::models::sasrec::SasRecConfig;
 use crate::models::trainer::{
-    self, EarlyStopping, ItemInit, Loss, ModelConfig, StopMetric, TrainConfig, TrainData, Trained,
+    self, EarlyStopping, ItemInit, Loss, ModelConfig, Optimizer, StopMetric, TrainConfig,
+    TrainData, Trained,
 };
 use crate::models::{itemknn::ItemKnn, markov::Markov, pop::Pop, Activation};
 
@@ -256,6 +257,10 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         loss,
         precision: crate::autocast::Precision::parse(&p.precision)
             .map_err(|e| anyhow::anyhow!("params.precision: {e}"))?,
+        optimizer: match p.optimizer.as_str() {
+            "adam" => Optimizer::Adam,
+            _ => Optimizer::AdamW,
+        },
         ..TrainConfig::default()
     })
 }

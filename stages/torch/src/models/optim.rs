@@ -10,6 +10,10 @@
 //!
 //! Weight decay applies only to parameters with two or more dimensions
 //! (matrices and embedding tables); biases and LayerNorm gains are not decayed.
+//! With `coupled_decay` the same optimiser is Adam with L2 regularisation
+//! (`torch.optim.Adam`'s `weight_decay`): `wd * p` is added to the gradient
+//! before the moments, instead of shrinking the weights apart from them.
+//! Without weight decay the two are the same.
 //!
 //! [`LrScheduler`] sets the optimiser's rate batch by batch from a
 //! [`Schedule`]: constant, cosine with linear warm-up (a function of the
@@ -34,6 +38,13 @@ pub struct AdamWConfig {
     /// Clip the global L2 norm of all gradients to this value before each
     /// step; `<= 0` disables clipping.
     pub clip_norm: f64,
+    /// Adam with L2 in the gradient instead of AdamW's decoupled decay.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub coupled_decay: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for AdamWConfig {
@@ -45,6 +56,7 @@ impl Default for AdamWConfig {
             eps: 1e-8,
             weight_decay: 0.01,
             clip_norm: 0.0,
+            coupled_decay: false,
         }
     }
 }
@@ -172,6 +184,7 @@ impl AdamW {
             beta2,
             eps,
             weight_decay,
+            coupled_decay,
             ..
         } = self.cfg;
         let t = self.step as i32;
@@ -181,13 +194,17 @@ impl AdamW {
         let bias2_sqrt = bias2.sqrt();
         tch::no_grad(|| {
             for p in &mut self.params {
-                let g = p.tensor.grad();
+                let mut g = p.tensor.grad();
                 if !g.defined() {
                     continue;
                 }
                 let mut w = p.tensor.shallow_clone();
                 if p.decay && weight_decay != 0.0 {
-                    let _ = w.g_mul_scalar_(1.0 - lr * weight_decay);
+                    if coupled_decay {
+                        g = &g + &w * weight_decay;
+                    } else {
+                        let _ = w.g_mul_scalar_(1.0 - lr * weight_decay);
+                    }
                 }
                 // m = beta1 * m + (1 - beta1) * g
                 let _ = p.m.lerp_(&g, 1.0 - beta1);
@@ -407,5 +424,40 @@ impl LrScheduler {
         );
         self.state = state;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// One step on the 1×1 matrix p = 1 with loss 0.5 p (gradient 0.5), lr
+    /// 0.1, weight decay 0.1. The first step's bias-corrected update is
+    /// lr · g / (|g| + eps) ≈ lr · sign(g).
+    fn one_step(coupled_decay: bool, weight_decay: f64) -> f64 {
+        let p = Tensor::ones([1, 1], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let mut opt = AdamW::new(
+            vec![("p".into(), p.shallow_clone())],
+            AdamWConfig {
+                lr: 0.1,
+                weight_decay,
+                coupled_decay,
+                ..AdamWConfig::default()
+            },
+        );
+        opt.backward_step(&(&p * 0.5).sum(Kind::Double));
+        p.double_value(&[0, 0])
+    }
+
+    #[test]
+    fn adam_puts_the_decay_in_the_gradient_adamw_beside_it() {
+        // AdamW: p (1 - lr wd) - lr = 0.99 - 0.1
+        assert!((one_step(false, 0.1) - 0.89).abs() < 1e-6);
+        // Adam: the decay joins the gradient (0.5 + 0.1), whose sign alone
+        // sets the first step: 1 - 0.1
+        assert!((one_step(true, 0.1) - 0.9).abs() < 1e-6);
+        // without decay they are the same optimiser
+        assert_eq!(one_step(true, 0.0), one_step(false, 0.0));
     }
 }

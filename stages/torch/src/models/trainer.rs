@@ -205,6 +205,24 @@ pub struct TrainConfig {
     /// JSON when fp32, so older checkpoints still resume.
     #[serde(skip_serializing_if = "is_fp32")]
     pub precision: Precision,
+    /// AdamW (decoupled weight decay) or Adam (L2 added to the gradient).
+    /// Left out of the JSON when AdamW.
+    #[serde(skip_serializing_if = "is_adamw")]
+    pub optimizer: Optimizer,
+}
+
+/// The optimiser of the neural models (see [`super::optim`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Optimizer {
+    #[default]
+    #[serde(rename = "adamw")]
+    AdamW,
+    #[serde(rename = "adam")]
+    Adam,
+}
+
+fn is_adamw(o: &Optimizer) -> bool {
+    *o == Optimizer::AdamW
 }
 
 fn is_fp32(p: &Precision) -> bool {
@@ -253,6 +271,7 @@ impl Default for TrainConfig {
             valid_every: 1,
             loss: Loss::CrossEntropy,
             precision: Precision::Fp32,
+            optimizer: Optimizer::AdamW,
         }
     }
 }
@@ -323,6 +342,7 @@ impl TrainConfig {
             eps: self.eps,
             weight_decay: self.weight_decay,
             clip_norm: self.clip_norm,
+            coupled_decay: self.optimizer == Optimizer::Adam,
         }
     }
 }
