@@ -17,7 +17,9 @@
 //! feed-forward non-linearity, ReLU being the paper's; in the key only when
 //! "relu"); for GRU4Rec only: `hidden` (0 = dim; the GRU's hidden size; when
 //! it equals `dim` item scores are tied to the embedding table, otherwise a
-//! linear output layer is learnt); for BERT4Rec only: `mask_prob` (0.2; the
+//! linear output layer is learnt), `preset` ("": "small" | "medium" |
+//! "large" = `dim`/`hidden` 128/256, 256/256, 256/512, the GRU4Rec papers'
+//! sizes; the key holds the sizes, not the name); for BERT4Rec only: `mask_prob` (0.2; the
 //! share of positions masked for its cloze training task, in (0, 1)).
 //! BERT4Rec's `max_len` counts the `[MASK]` appended at scoring time, so it
 //! reads the last `max_len - 1` history items and needs `max_len >= 2`.
@@ -180,6 +182,7 @@ pub struct Params {
     pub precision: String,
     pub activation: String,
     pub optimizer: String,
+    pub preset: String,
 }
 
 impl Default for Params {
@@ -221,6 +224,7 @@ impl Default for Params {
             precision: "fp32".into(),
             activation: "gelu".into(),
             optimizer: "adamw".into(),
+            preset: String::new(),
         }
     }
 }
@@ -384,6 +388,7 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
                 ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "preset", doc: "gru4rec: small (dim 128, hidden 256) | medium (256, 256) | large (256, 512), instead of dim and hidden" },
                 ParamDoc { name: "optimizer", doc: "neural models: adamw (decoupled weight decay) | adam (weight decay as L2 in the gradient, torch.optim.Adam's); the same without weight_decay" },
                 ParamDoc { name: "activation", doc: "sasrec: the feed-forward non-linearity, gelu | relu (the paper's)" },
                 ParamDoc { name: "precision", doc: "neural models: fp32 | bf16 (autocast around forward passes, fp32 weights and optimiser; for CUDA)" },
@@ -429,6 +434,7 @@ impl TypedStage for Train {
                 p.optimizer
             ));
         }
+        validate_preset(p)?;
         if p.optimizer != "adamw" && !NEURAL.contains(&p.model.as_str()) {
             return Err(format!(
                 "optimizer: {:?} is for the neural models ({}), not `{}`",
@@ -515,7 +521,7 @@ impl TypedStage for Train {
     fn canonical(&self, p: &Params) -> serde_json::Value {
         match p.model.as_str() {
             "sasrec" => sasrec_key(p),
-            "gru4rec" => neural_key(p, &GRU4REC_PARAMS),
+            "gru4rec" => neural_key(&with_preset(p), &GRU4REC_PARAMS),
             "bert4rec" => neural_key(p, &BERT4REC_PARAMS),
             "caser" => caser_key(p),
             "gsrec" => neural_key(p, &GSREC_PARAMS),
@@ -546,6 +552,29 @@ fn keep_params(p: &Params, keys: &[&str]) -> serde_json::Value {
 
 /// Caser's key: `train_len` joins its params only when it is not the
 /// default, so keys from before it was a param are unchanged.
+/// GRU4Rec's size presets (the GRU4Rec papers' small, medium and large
+/// networks): name → (`dim`, `hidden`).
+pub const GRU4REC_PRESETS: [(&str, i64, i64); 3] = [
+    ("small", 128, 256),
+    ("medium", 256, 256),
+    ("large", 256, 512),
+];
+
+/// `p` with its `preset` (if any) written out as `dim` and `hidden`, and
+/// the preset itself cleared — so `preset = "small"` and `dim = 128,
+/// hidden = 256` are the same stage, with the same key.
+pub fn with_preset(p: &Params) -> Params {
+    match GRU4REC_PRESETS.iter().find(|(name, ..)| *name == p.preset) {
+        Some(&(_, dim, hidden)) => Params {
+            dim,
+            hidden,
+            preset: String::new(),
+            ..p.clone()
+        },
+        None => p.clone(),
+    }
+}
+
 /// SASRec's key: its params, with `activation` only when not the default
 /// GELU (keys from before it existed stay).
 fn sasrec_key(p: &Params) -> serde_json::Value {
@@ -611,6 +640,35 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
         used.push("optimizer");
     }
     keep_params(p, &used)
+}
+
+/// `preset`: a GRU4Rec size by name, instead of `dim` and `hidden`.
+fn validate_preset(p: &Params) -> Result<(), String> {
+    if p.preset.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = GRU4REC_PRESETS.iter().map(|(n, ..)| *n).collect();
+    if !names.contains(&p.preset.as_str()) {
+        return Err(format!(
+            "preset: unknown preset {:?} ({})",
+            p.preset,
+            names.join(", ")
+        ));
+    }
+    if p.model != "gru4rec" {
+        return Err(format!(
+            "preset: presets are gru4rec sizes, not `{}`'s",
+            p.model
+        ));
+    }
+    let d = Params::default();
+    if p.dim != d.dim || p.hidden != d.hidden {
+        return Err(format!(
+            "preset: {:?} sets dim and hidden; leave them out or drop the preset",
+            p.preset
+        ));
+    }
+    Ok(())
 }
 
 /// `loss` and, under "bce", `negatives`: any model may name the default
@@ -722,6 +780,7 @@ mod tests {
             "precision",
             "activation",
             "optimizer",
+            "preset",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -860,6 +919,42 @@ mod tests {
             assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
             assert!(Train.validate(&q).is_ok(), "{model}");
         }
+    }
+
+    #[test]
+    fn gru4rec_presets_are_their_sizes() {
+        let p = Params {
+            model: "gru4rec".into(),
+            ..Params::default()
+        };
+        let small = Params {
+            preset: "small".into(),
+            ..p.clone()
+        };
+        let spelled = Params {
+            dim: 128,
+            hidden: 256,
+            ..p.clone()
+        };
+        assert!(Train.validate(&small).is_ok());
+        assert_eq!(Train.canonical(&small), Train.canonical(&spelled));
+        assert_eq!(with_preset(&small).hidden, 256);
+        let err = |q: Params| Train.validate(&q).unwrap_err();
+        assert!(err(Params {
+            preset: "huge".into(),
+            ..p.clone()
+        })
+        .starts_with(r#"preset: unknown preset "huge" (small, medium, large)"#));
+        assert!(err(Params {
+            dim: 32,
+            ..small.clone()
+        })
+        .contains("sets dim and hidden"));
+        assert!(err(Params {
+            model: "sasrec".into(),
+            ..small
+        })
+        .contains("gru4rec sizes"));
     }
 
     #[test]

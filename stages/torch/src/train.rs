@@ -40,6 +40,7 @@ impl TypedStage for TrainImpl {
         Train
             .validate(&p)
             .map_err(|e| anyhow::anyhow!("params.{e}"))?;
+        let p = seqpipe_stages::train::with_preset(&p);
         let data = SequenceData::read(ctx.input("data")?)?;
         let out = ctx.output("model")?.to_path_buf();
         let n = data.meta.num_items;
