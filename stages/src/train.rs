@@ -59,6 +59,17 @@
 //! time. `loss` enters the key only when "bce", `negatives` only then and
 //! when not 1.
 //!
+//! Training examples (SASRec, GRU4Rec, GSRec): `training` ("sequence" |
+//! "sliding"; "sequence"). "sequence" trains on each sequence's last
+//! `max_len + 1` items with a loss at every position (a causal model's
+//! position t sees only the items up to t, so this is every prefix of that
+//! window at once); "sliding" makes every position t >= 1 of every
+//! sequence its own example — its last `max_len` items before t, left-
+//! padded, predicting item t — so long sequences train on all their
+//! items, at the cost of one example per interaction (GRU4Rec's
+//! sliding-window setup). Cross-entropy only; in the key only when
+//! "sliding".
+//!
 //! Mixed precision (neural models): `precision` ("fp32" | "bf16"; "fp32").
 //! "bf16" runs training's forward passes and loss under LibTorch's bf16
 //! autocast — matmuls, attention and recurrent cells in bf16, weights,
@@ -183,6 +194,7 @@ pub struct Params {
     pub activation: String,
     pub optimizer: String,
     pub preset: String,
+    pub training: String,
 }
 
 impl Default for Params {
@@ -225,6 +237,7 @@ impl Default for Params {
             activation: "gelu".into(),
             optimizer: "adamw".into(),
             preset: String::new(),
+            training: "sequence".into(),
         }
     }
 }
@@ -388,6 +401,7 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
                 ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "training", doc: "sasrec, gru4rec, gsrec: sequence (each sequence's last max_len + 1 items, a loss at every position) | sliding (every prefix predicts its next item: one example per position)" },
                 ParamDoc { name: "preset", doc: "gru4rec: small (dim 128, hidden 256) | medium (256, 256) | large (256, 512), instead of dim and hidden" },
                 ParamDoc { name: "optimizer", doc: "neural models: adamw (decoupled weight decay) | adam (weight decay as L2 in the gradient, torch.optim.Adam's); the same without weight_decay" },
                 ParamDoc { name: "activation", doc: "sasrec: the feed-forward non-linearity, gelu | relu (the paper's)" },
@@ -435,6 +449,7 @@ impl TypedStage for Train {
             ));
         }
         validate_preset(p)?;
+        validate_training(p)?;
         if p.optimizer != "adamw" && !NEURAL.contains(&p.model.as_str()) {
             return Err(format!(
                 "optimizer: {:?} is for the neural models ({}), not `{}`",
@@ -639,7 +654,33 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
     if p.optimizer != d.optimizer {
         used.push("optimizer");
     }
+    if p.training != d.training {
+        used.push("training");
+    }
     keep_params(p, &used)
+}
+
+/// The models `training = "sliding"` is for: those trained on plain
+/// next-item batches.
+pub const SLIDING_MODELS: [&str; 3] = ["sasrec", "gru4rec", "gsrec"];
+
+/// `training`: "sequence" (every model) or "sliding" (see the module docs).
+fn validate_training(p: &Params) -> Result<(), String> {
+    match p.training.as_str() {
+        "sequence" => Ok(()),
+        "sliding" if !SLIDING_MODELS.contains(&p.model.as_str()) => Err(format!(
+            "training: \"sliding\" is for {}, not `{}`",
+            SLIDING_MODELS.join(", "),
+            p.model
+        )),
+        "sliding" if p.loss != "ce" => {
+            Err("training: \"sliding\" takes loss = \"ce\" (each window has one target)".into())
+        }
+        "sliding" => Ok(()),
+        other => Err(format!(
+            "training: unknown training {other:?} (sequence, sliding)"
+        )),
+    }
 }
 
 /// `preset`: a GRU4Rec size by name, instead of `dim` and `hidden`.
@@ -781,6 +822,7 @@ mod tests {
             "activation",
             "optimizer",
             "preset",
+            "training",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }
@@ -919,6 +961,36 @@ mod tests {
             assert_eq!(Train.canonical(&q), Train.canonical(&p), "{model}");
             assert!(Train.validate(&q).is_ok(), "{model}");
         }
+    }
+
+    #[test]
+    fn sliding_training_is_for_next_item_models_with_cross_entropy() {
+        let p = Params {
+            model: "gru4rec".into(),
+            training: "sliding".into(),
+            ..Params::default()
+        };
+        assert!(Train.validate(&p).is_ok());
+        assert_eq!(Train.canonical(&p)["training"], "sliding");
+        assert!(!key_names(&Train.canonical(&Params::default())).contains(&"training".to_string()));
+        let err = |q: Params| Train.validate(&q).unwrap_err();
+        assert!(err(Params {
+            model: "bert4rec".into(),
+            ..p.clone()
+        })
+        .starts_with(r#"training: "sliding" is for sasrec, gru4rec, gsrec"#));
+        assert!(err(Params {
+            loss: "bce".into(),
+            ..p.clone()
+        })
+        .contains(r#"takes loss = "ce""#));
+        assert_eq!(
+            err(Params {
+                training: "prefix".into(),
+                ..p
+            }),
+            r#"training: unknown training "prefix" (sequence, sliding)"#
+        );
     }
 
     #[test]

@@ -258,6 +258,7 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         loss,
         precision: crate::autocast::Precision::parse(&p.precision)
             .map_err(|e| anyhow::anyhow!("params.precision: {e}"))?,
+        sliding: p.training == "sliding",
         optimizer: match p.optimizer.as_str() {
             "adam" => Optimizer::Adam,
             _ => Optimizer::AdamW,

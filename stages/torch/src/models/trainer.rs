@@ -209,6 +209,18 @@ pub struct TrainConfig {
     /// Left out of the JSON when AdamW.
     #[serde(skip_serializing_if = "is_adamw")]
     pub optimizer: Optimizer,
+    /// Sliding-window training: every prefix of a sequence (its last
+    /// `max_len` items) predicts its next item, the loss at that one
+    /// position ([`sliding_windows`]), instead of each sequence's last
+    /// `max_len + 1` items with a loss at every position. For the models
+    /// whose batches are plain next-item batches (SASRec, GRU4Rec, GSRec),
+    /// with the cross-entropy loss. Left out of the JSON when off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub sliding: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The optimiser of the neural models (see [`super::optim`]).
@@ -272,6 +284,7 @@ impl Default for TrainConfig {
             loss: Loss::CrossEntropy,
             precision: Precision::Fp32,
             optimizer: Optimizer::AdamW,
+            sliding: false,
         }
     }
 }
@@ -292,6 +305,10 @@ impl TrainConfig {
         }
         if let Loss::SampledBce { negatives } = self.loss {
             ensure!(negatives >= 1, "the sampled loss needs at least 1 negative");
+            ensure!(
+                !self.sliding,
+                "sliding-window training takes the cross-entropy loss"
+            );
         }
         if let Some(user) = self.needs_validation() {
             ensure!(
@@ -694,7 +711,11 @@ pub fn fit<C: ModelConfig>(
             "{user} needs validation examples, and there are none"
         );
     }
-    let windows = training_windows(data.train, model_cfg.num_items(), model_cfg.max_len())?;
+    let windows = if cfg.sliding {
+        sliding_windows(data.train, model_cfg.num_items(), model_cfg.max_len())?
+    } else {
+        training_windows(data.train, model_cfg.num_items(), model_cfg.max_len())?
+    };
     ensure!(
         !windows.is_empty(),
         "no training sequence has at least two items"
@@ -889,7 +910,11 @@ impl<C: ModelConfig> Run<'_, C> {
             let picked: Vec<&[i64]> = chunk.iter().map(|&i| self.windows[i]).collect();
             let (batch, loss) = match cfg.loss {
                 Loss::CrossEntropy => {
-                    let batch = self.model_cfg.training_batch(&picked, &mut rng, device);
+                    let batch = if cfg.sliding {
+                        next_item_batch_last(&picked, 1, device)
+                    } else {
+                        self.model_cfg.training_batch(&picked, &mut rng, device)
+                    };
                     let loss = autocast::run(cfg.precision, device, || {
                         cross_entropy_batch_loss(model, &batch, true)
                     });
@@ -1264,6 +1289,24 @@ pub fn training_windows(seqs: &[Vec<i64>], num_items: i64, max_len: i64) -> Resu
         }
         if s.len() >= 2 {
             out.push(&s[s.len().saturating_sub(keep)..]);
+        }
+    }
+    Ok(out)
+}
+
+/// Sliding-window training's examples: for every position `t >= 1` of
+/// every sequence, the window `s[t - max_len ..= t]` (shorter at the
+/// start): up to `max_len` inputs and their next item, in the order of
+/// `seqs` and then of `t`. Items outside `1..=num_items` are an error.
+pub fn sliding_windows(seqs: &[Vec<i64>], num_items: i64, max_len: i64) -> Result<Vec<&[i64]>> {
+    let max_len = max_len as usize;
+    let mut out = Vec::with_capacity(seqs.iter().map(|s| s.len().saturating_sub(1)).sum());
+    for (u, s) in seqs.iter().enumerate() {
+        if let Some(&bad) = s.iter().find(|&&i| i < 1 || i > num_items) {
+            bail!("sequence {u} holds item {bad}, outside 1..={num_items}");
+        }
+        for t in 1..s.len() {
+            out.push(&s[t.saturating_sub(max_len)..=t]);
         }
     }
     Ok(out)
