@@ -70,7 +70,7 @@ fn sliding_windows_train_on_the_early_items_too() {
     let train: Vec<Vec<i64>> = successor_data(&mut rng, n, 300, (6, 6))
         .into_iter()
         .map(|mut s| {
-            s.extend(std::iter::repeat(1).take(30));
+            s.extend(std::iter::repeat_n(1, 30));
             s
         })
         .collect();
