@@ -34,21 +34,28 @@
 //! column names against the data when the stage runs, with a did-you-mean
 //! naming the input file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, Scalar, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, Int64Array,
+    RecordBatch, Scalar, StringArray,
 };
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{and, cast_with_options, filter_record_batch, is_not_null, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{RowConverter, SortField};
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
+use std::hash::BuildHasher;
 
 use crate::table;
+
+mod keys;
+
+use keys::{KeyEncoder, KeySet};
 
 /// A fill value as written in TOML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,73 +220,14 @@ impl TypedStage for Clean {
             .sum();
         let passes = if plan.keep_last() { 2 } else { 1 };
         let bar = ctx.progress.bar(ctx.stage, "clean", total * passes);
-
-        // keep = "last": find each key's last surviving row first.
-        let mut dedup = match &plan.dedup {
+        let mut dedup = match plan.dedup_keys() {
             None => Dedup::Off,
-            Some(_) if !plan.keep_last() => Dedup::First(HashSet::new()),
-            Some(_) => {
-                let mut last = HashMap::new();
-                let mut index = 0u64;
-                for file in &input.files {
-                    for batch in table::batches(file)? {
-                        let batch = batch?;
-                        bar.inc(batch.num_rows() as u64);
-                        let batch = plan.transform(&batch, &mut Stats::default())?;
-                        for row in plan.keys(&batch)? {
-                            last.insert(row, index);
-                            index += 1;
-                        }
-                    }
-                }
-                Dedup::Last(last)
-            }
+            Some(_) if !plan.keep_last() => Dedup::First(KeySet::new(plan.key_encoder()?, total)),
+            Some(_) => Dedup::Last(last_rows(&input, &plan, total, &bar)?),
         };
-
         let out = ctx.output("table")?;
-        let mut writer =
-            table::TableWriter::create(&out.join("events.parquet"), plan.schema.clone())?;
-        let mut stats = Stats::default();
-        let mut index = 0u64;
-        for file in &input.files {
-            for batch in table::batches(file)? {
-                let batch = batch?;
-                bar.inc(batch.num_rows() as u64);
-                let batch = plan.transform(&batch, &mut stats)?;
-                let before = batch.num_rows() as u64;
-                let batch = match &mut dedup {
-                    Dedup::Off => batch,
-                    Dedup::First(seen) => {
-                        let keep: BooleanArray = plan
-                            .keys(&batch)?
-                            .into_iter()
-                            .map(|row| Some(seen.insert(row)))
-                            .collect();
-                        filter_record_batch(&batch, &keep)?
-                    }
-                    Dedup::Last(last) => {
-                        let keep: BooleanArray = plan
-                            .keys(&batch)?
-                            .into_iter()
-                            .map(|row| {
-                                let keep = last.get(&row) == Some(&index);
-                                index += 1;
-                                Some(keep)
-                            })
-                            .collect();
-                        filter_record_batch(&batch, &keep)?
-                    }
-                };
-                stats.duplicates_removed += before - batch.num_rows() as u64;
-                stats.rows_out += batch.num_rows() as u64;
-                for (i, f) in plan.schema.fields().iter().enumerate() {
-                    *stats.nulls_after.entry(f.name().clone()).or_default() +=
-                        batch.column(i).null_count() as u64;
-                }
-                writer.write(&batch)?;
-            }
-        }
-        writer.close()?;
+        let stats = write_clean(&input, &plan, &mut dedup, &out.join("events.parquet"), &bar)?;
+        drop(dedup);
         bar.finish_and_clear();
 
         let report = Validation::new(&input, &plan, &p, stats);
@@ -302,8 +250,100 @@ impl TypedStage for Clean {
 
 enum Dedup {
     Off,
-    First(HashSet<OwnedRow>),
-    Last(HashMap<OwnedRow, u64>),
+    /// The keys seen so far.
+    First(KeySet),
+    /// Whether each surviving row (numbered across files) is its key's last.
+    Last(BooleanBuffer),
+}
+
+impl Dedup {
+    /// Which rows of `batch` to keep; `index` is the number of surviving
+    /// rows before it (across files).
+    fn keep(&mut self, batch: &RecordBatch, index: u64) -> anyhow::Result<Option<BooleanArray>> {
+        Ok(match self {
+            Dedup::Off => None,
+            Dedup::First(seen) => {
+                let mut keep = BooleanBufferBuilder::new(batch.num_rows());
+                for id in seen.insert_batch(batch)? {
+                    keep.append(id.1);
+                }
+                Some(BooleanArray::new(keep.finish(), None))
+            }
+            Dedup::Last(last) => {
+                let keep = last.slice(index as usize, batch.num_rows());
+                Some(BooleanArray::new(keep, None))
+            }
+        })
+    }
+}
+
+/// keep = "last": reads the input once, numbering the surviving rows, and
+/// marks each key's last row. Only a key id per row and the last row per
+/// key are kept once the keys are numbered.
+fn last_rows(
+    input: &table::TableFiles,
+    plan: &Plan,
+    total: u64,
+    bar: &seqpipe::progress::Bar,
+) -> anyhow::Result<BooleanBuffer> {
+    let mut keys = KeySet::new(plan.key_encoder()?, total);
+    let mut ids: Vec<u32> = Vec::with_capacity(total as usize);
+    for file in &input.files {
+        for batch in table::prefetched(table::batches(file)?) {
+            let batch = batch?;
+            bar.inc(batch.num_rows() as u64);
+            let batch = plan.transform(&batch, &mut Stats::default())?;
+            ids.extend(keys.insert_batch(&batch)?.into_iter().map(|(id, _)| id));
+        }
+    }
+    let mut last = vec![0usize; keys.len()];
+    drop(keys);
+    for (row, &id) in ids.iter().enumerate() {
+        last[id as usize] = row;
+    }
+    Ok(ids
+        .iter()
+        .enumerate()
+        .map(|(row, &id)| last[id as usize] == row)
+        .collect())
+}
+
+/// The second (or only) pass: transforms, dedups and writes every batch
+/// in file order; returns the counts for the report. Reading and writing
+/// run on their own threads; the batches the writer gets (and so the
+/// file's bytes) are the same as when one thread does everything.
+fn write_clean(
+    input: &table::TableFiles,
+    plan: &Plan,
+    dedup: &mut Dedup,
+    path: &Path,
+    bar: &seqpipe::progress::Bar,
+) -> anyhow::Result<Stats> {
+    let mut writer = table::ThreadedWriter::create(path, plan.schema.clone())?;
+    let mut stats = Stats::default();
+    let mut index = 0u64;
+    for file in &input.files {
+        for batch in table::prefetched(table::batches(file)?) {
+            let batch = batch?;
+            bar.inc(batch.num_rows() as u64);
+            let batch = plan.transform(&batch, &mut stats)?;
+            let before = batch.num_rows() as u64;
+            let batch = match dedup.keep(&batch, index)? {
+                Some(keep) => filter_record_batch(&batch, &keep)?,
+                None => batch,
+            };
+            index += before;
+            stats.duplicates_removed += before - batch.num_rows() as u64;
+            stats.rows_out += batch.num_rows() as u64;
+            for (i, f) in plan.schema.fields().iter().enumerate() {
+                *stats.nulls_after.entry(f.name().clone()).or_default() +=
+                    batch.column(i).null_count() as u64;
+            }
+            writer.write(batch)?;
+        }
+    }
+    writer.close()?;
+    Ok(stats)
 }
 
 /// The params resolved against the input's schema.
@@ -315,8 +355,8 @@ struct Plan {
     /// (column index, a one-element array of the fill value, in the output type).
     fills: Vec<(usize, ArrayRef)>,
     required: Vec<usize>,
-    /// Key column indices and their row converter.
-    dedup: Option<(Vec<usize>, RowConverter)>,
+    /// Key column indices.
+    dedup: Option<Vec<usize>>,
     keep: String,
 }
 
@@ -376,13 +416,13 @@ impl Plan {
                 .iter()
                 .map(|c| find("dedup", c))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let sort_fields: Vec<SortField> = keys
+            let types: Vec<DataType> = keys
                 .iter()
-                .map(|&i| SortField::new(fields[i].data_type().clone()))
+                .map(|&i| fields[i].data_type().clone())
                 .collect();
-            let converter = RowConverter::new(sort_fields)
+            KeyEncoder::new(&keys, &types)
                 .map_err(|e| anyhow::anyhow!("dedup: these key columns cannot be compared: {e}"))?;
-            Some((keys, converter))
+            Some(keys)
         };
         Ok(Plan {
             schema: Arc::new(Schema::new(fields)),
@@ -458,14 +498,18 @@ impl Plan {
         Ok(batch)
     }
 
-    /// The dedup key of every row.
-    fn keys(&self, batch: &RecordBatch) -> anyhow::Result<Vec<OwnedRow>> {
-        let Some((keys, converter)) = &self.dedup else {
-            return Ok(Vec::new());
-        };
-        let columns: Vec<ArrayRef> = keys.iter().map(|&i| batch.column(i).clone()).collect();
-        let rows = converter.convert_columns(&columns)?;
-        Ok(rows.iter().map(|r| r.owned()).collect())
+    fn dedup_keys(&self) -> Option<&[usize]> {
+        self.dedup.as_deref()
+    }
+
+    /// A fresh encoder of the dedup key columns (empty interners).
+    fn key_encoder(&self) -> anyhow::Result<KeyEncoder> {
+        let keys = self.dedup.as_deref().unwrap_or_default();
+        let types: Vec<DataType> = keys
+            .iter()
+            .map(|&i| self.schema.field(i).data_type().clone())
+            .collect();
+        KeyEncoder::new(keys, &types)
     }
 }
 

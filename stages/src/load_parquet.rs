@@ -747,7 +747,10 @@ fn stream(
     bar: &seqpipe::progress::Bar,
 ) -> Result<Vec<u64>, StreamError> {
     let schema = plan.schema();
-    let mut writer = table::TableWriter::create(out, schema.clone())?;
+    // Encoding runs on its own thread, and each partition is decoded a
+    // few batches ahead on another: the writer gets the same batches in
+    // the same order, so the file's bytes do not change.
+    let mut writer = table::ThreadedWriter::create(out, schema.clone())?;
     let mut rows = Vec::with_capacity(parts.len());
     for (part, m) in parts.iter().zip(metas) {
         let file_schema = m.meta.schema();
@@ -769,7 +772,8 @@ fn stream(
             )
         };
         let mut here = 0u64;
-        for batch in reader(roots.clone())? {
+        let batches = reader(roots.clone())?.map(|b| b.map_err(anyhow::Error::from));
+        for batch in table::prefetched(batches) {
             let batch = match batch {
                 Ok(b) => b,
                 Err(err) => {
@@ -808,7 +812,7 @@ fn stream(
                 columns,
                 &RecordBatchOptions::new().with_row_count(Some(n)),
             )?;
-            writer.write(&batch)?;
+            writer.write(batch)?;
             here += n as u64;
             bar.inc(n as u64);
         }

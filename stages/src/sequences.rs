@@ -56,9 +56,12 @@
 //! The split params enter the key only when they differ from the
 //! defaults, so leave-one-out pipelines keep their keys and bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
+use arrow::array::Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
 
@@ -241,6 +244,8 @@ impl TypedStage for Sequences {
             .map_err(|e| anyhow::anyhow!("params.{e}"))?;
         let events = read_events(ctx.input("events")?, &p)?;
         let (data, trace) = build_traced(&events, &p)?;
+        let rows = events.len();
+        drop(events);
         if let Some(f) = &data.0.meta.filtering {
             let c = |c: &Counts| format!("{} rows, {} users, {} items", c.rows, c.users, c.items);
             ctx.note(
@@ -250,7 +255,7 @@ impl TypedStage for Sequences {
         }
         data.0.write(ctx.output("data")?, &data.1)?;
         if !p.attributes.is_empty() {
-            let columns = attributes::read(ctx.input("events")?, &p.attributes, events.len())?;
+            let columns = attributes::read(ctx.input("events")?, &p.attributes, rows)?;
             let out = ctx.output("data")?;
             for (split, rows) in [("valid", &trace.valid), ("test", &trace.test)] {
                 let path = out.join(format!("{split}_attributes.parquet"));
@@ -277,24 +282,7 @@ fn read_events(dir: &std::path::Path, p: &Params) -> anyhow::Result<Vec<(i64, i6
     );
     let mut rows = Vec::new();
     for file in files {
-        let batch = table::read(&file)?;
-        let users = table::int64(&batch, &p.user_column, &file)?;
-        let items = table::int64(&batch, &p.item_column, &file)?;
-        let (times, exact) = time_keys(&batch, &p.time_column, &file)?;
-        anyhow::ensure!(
-            exact || p.session_gap == 0,
-            "{}: session_gap needs times that are whole numbers, but `{}` holds fractions",
-            file.display(),
-            p.time_column
-        );
-        anyhow::ensure!(
-            users.null_count() + items.null_count() == 0 && times.len() == batch.num_rows(),
-            "{}: user, item and time columns must have no missing values",
-            file.display()
-        );
-        for (i, time) in times.into_iter().enumerate() {
-            rows.push((users.value(i), items.value(i), time));
-        }
+        read_file(&file, p, &mut rows)?;
     }
     anyhow::ensure!(
         !rows.is_empty(),
@@ -304,45 +292,143 @@ fn read_events(dir: &std::path::Path, p: &Params) -> anyhow::Result<Vec<(i64, i6
     Ok(rows)
 }
 
-use arrow::array::Array;
-
-/// The time column as int64 keys: int64 as is, float64 (RecBole's
-/// `timestamp:float`) cast when every value is a whole number (so time
-/// differences, e.g. for sessions, keep their meaning), else mapped to
-/// integers in the same order. The flag says whether the keys are times
-/// (true) or only an order. Returns fewer keys than rows when a value is
-/// missing.
-fn time_keys(
-    batch: &arrow::array::RecordBatch,
-    name: &str,
+/// Appends a file's (user, item, time) rows to `rows`, reading only those
+/// three columns.
+fn read_file(
     file: &std::path::Path,
-) -> anyhow::Result<(Vec<i64>, bool)> {
-    if let Some(floats) = batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<arrow::array::Float64Array>())
-    {
-        anyhow::ensure!(
-            floats.null_count() == 0 && !floats.values().iter().any(|v| v.is_nan()),
-            "{}: time column `{name}` has missing or NaN values",
-            file.display()
-        );
+    p: &Params,
+    rows: &mut Vec<(i64, i64, i64)>,
+) -> anyhow::Result<()> {
+    let reader =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
+        .with_context(|| format!("{} is not a readable Parquet file", file.display()))?;
+    let schema = builder.schema().clone();
+    // The columns' presence and types, checked even when the file has no
+    // row (the errors name the file and suggest a column).
+    let empty = arrow::array::RecordBatch::new_empty(schema.clone());
+    table::int64(&empty, &p.user_column, file)?;
+    table::int64(&empty, &p.item_column, file)?;
+    TimeColumn::default().extend(&empty, &p.time_column, file)?;
+    let roots = [&p.user_column, &p.item_column, &p.time_column]
+        .iter()
+        .map(|name| schema.index_of(name))
+        .collect::<Result<Vec<usize>, _>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let total = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    rows.reserve(total);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()?;
+    // Float times are mapped file by file (see `TimeColumn::keys`): they
+    // wait for the whole file; int64 rows go straight in.
+    let (mut users, mut items) = (Vec::new(), Vec::new());
+    let mut times = TimeColumn::default();
+    let mut missing = 0;
+    // Decoding runs a few batches ahead on another thread.
+    for batch in table::prefetched(reader.map(|b| b.map_err(anyhow::Error::from))) {
+        let batch = batch.with_context(|| format!("cannot read {}", file.display()))?;
+        let u = table::int64(&batch, &p.user_column, file)?;
+        let i = table::int64(&batch, &p.item_column, file)?;
+        missing += u.null_count() + i.null_count();
+        let direct = batch
+            .column_by_name(&p.time_column)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
+            .filter(|t| t.null_count() == 0 && times.floats.is_none());
+        match direct {
+            Some(t) => rows.extend(
+                u.values()
+                    .iter()
+                    .zip(i.values().iter())
+                    .zip(t.values().iter())
+                    .map(|((&user, &item), &time)| (user, item, time)),
+            ),
+            None => {
+                users.extend_from_slice(u.values());
+                items.extend_from_slice(i.values());
+                times.extend(&batch, &p.time_column, file)?;
+            }
+        }
+    }
+    let (times, exact) = times.keys();
+    anyhow::ensure!(
+        exact || p.session_gap == 0,
+        "{}: session_gap needs times that are whole numbers, but `{}` holds fractions",
+        file.display(),
+        p.time_column
+    );
+    anyhow::ensure!(
+        missing == 0 && times.len() == users.len(),
+        "{}: user, item and time columns must have no missing values",
+        file.display()
+    );
+    rows.extend(
+        users
+            .into_iter()
+            .zip(items)
+            .zip(times)
+            .map(|((user, item), time)| (user, item, time)),
+    );
+    Ok(())
+}
+
+/// A file's time column as read: int64 (without its missing values) or
+/// float64.
+#[derive(Default)]
+struct TimeColumn {
+    ints: Vec<i64>,
+    floats: Option<Vec<f64>>,
+}
+
+impl TimeColumn {
+    fn extend(
+        &mut self,
+        batch: &arrow::array::RecordBatch,
+        name: &str,
+        file: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        if let Some(floats) = batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Float64Array>())
+        {
+            anyhow::ensure!(
+                floats.null_count() == 0 && !floats.values().iter().any(|v| v.is_nan()),
+                "{}: time column `{name}` has missing or NaN values",
+                file.display()
+            );
+            self.floats
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(floats.values());
+            return Ok(());
+        }
+        let ints = table::int64(batch, name, file)?;
+        if ints.null_count() == 0 {
+            self.ints.extend_from_slice(ints.values());
+        } else {
+            self.ints.extend(ints.iter().flatten());
+        }
+        Ok(())
+    }
+
+    /// The time column as int64 keys: int64 as is, float64 (RecBole's
+    /// `timestamp:float`) cast when every value of the file is a whole
+    /// number (so time differences, e.g. for sessions, keep their meaning),
+    /// else mapped to integers in the same order. The flag says whether the
+    /// keys are times (true) or only an order. Returns fewer keys than rows
+    /// when a value is missing.
+    fn keys(self) -> (Vec<i64>, bool) {
+        let Some(floats) = self.floats else {
+            return (self.ints, true);
+        };
         let whole = |v: f64| v.fract() == 0.0 && v.abs() < 9.0e15;
-        if floats.values().iter().all(|&v| whole(v)) {
-            return Ok((floats.values().iter().map(|&v| v as i64).collect(), true));
+        if floats.iter().all(|&v| whole(v)) {
+            return (floats.iter().map(|&v| v as i64).collect(), true);
         }
         // Time only orders events here, so any order-preserving map will
         // do; the same one for every file keeps multi-file tables consistent.
-        return Ok((
-            floats
-                .values()
-                .iter()
-                .map(|&v| float_order_key(v))
-                .collect(),
-            false,
-        ));
+        (floats.iter().map(|&v| float_order_key(v)).collect(), false)
     }
-    let ints = table::int64(batch, name, file)?;
-    Ok((ints.iter().flatten().collect(), true))
 }
 
 /// An i64 that sorts like the float (the same trick as `f64::total_cmp`).
@@ -377,11 +463,11 @@ pub fn build_traced(
     } else {
         (events, None, None)
     };
-    let units = units(events, p);
-    let (mut data, vocab, mut trace) = if p.split == "leave_one_out" {
-        leave_one_out(units, p)?
-    } else {
-        held_out(&units, p)?
+    let timelines = Timelines::by_user(events)?;
+    let (mut data, vocab, mut trace) = match (p.split.as_str(), p.unit.as_str()) {
+        ("leave_one_out", "user") => leave_one_out(timelines, p)?,
+        ("leave_one_out", _) => leave_one_out(Timelines::from_units(timelines.units(p))?, p)?,
+        _ => held_out(&timelines.units(p), p)?,
     };
     // Rows of the filtered log → rows of the input.
     if let Some(original) = original {
@@ -400,81 +486,262 @@ pub fn build_traced(
     Ok(((data, vocab), trace))
 }
 
-/// The timelines a sequence is made from: each user's events in (time, log
-/// row) order, or those cut into sessions by `session_gap` when `unit` is
-/// "session" (numbered from 1 in (user, start) order).
-fn units(events: &[Event], p: &Params) -> Vec<Unit> {
-    let mut per_user: BTreeMap<i64, Vec<(i64, usize, i64)>> = BTreeMap::new();
-    for (row, &(user, item, time)) in events.iter().enumerate() {
-        per_user.entry(user).or_default().push((time, row, item));
-    }
-    let mut units = Vec::with_capacity(per_user.len());
-    for (user, mut seq) in per_user {
-        seq.sort();
-        let timeline: Vec<(i64, i64)> = seq.iter().map(|&(t, _, item)| (t, item)).collect();
-        let rows: Vec<usize> = seq.iter().map(|&(_, row, _)| row).collect();
-        if p.unit == "session" {
-            // Sessions are consecutive runs of the timeline.
-            let mut start = 0;
-            for session in splits::sessions(&timeline, p.session_gap) {
-                let end = start + session.len();
-                units.push(Unit {
-                    id: units.len() as i64 + 1,
-                    events: session,
-                    rows: rows[start..end].to_vec(),
-                });
-                start = end;
-            }
-        } else {
-            units.push(Unit {
-                id: user,
-                events: timeline,
-                rows,
-            });
+/// One event of a timeline: its time, its item (a slot of
+/// [`Timelines::item_ids`]) and its row in the log.
+#[derive(Clone, Copy, Default)]
+struct TimedEvent {
+    time: i64,
+    item: u32,
+    row: u32,
+}
+
+/// Timelines one after another in flat arrays: unit `u` (reported as
+/// `ids[u]`) is `events[starts[u]..starts[u + 1]]`, in (time, log row)
+/// order. Items are dense slots, so remapping them is an array lookup.
+struct Timelines {
+    ids: Vec<i64>,
+    starts: Vec<usize>,
+    events: Vec<TimedEvent>,
+    /// Slot → raw item id.
+    item_ids: Vec<i64>,
+}
+
+/// Dense slots for i64 ids, in order of first sight.
+#[derive(Default)]
+struct Slots {
+    of: HashMap<i64, u32, foldhash::fast::FixedState>,
+    ids: Vec<i64>,
+}
+
+impl Slots {
+    fn slot(&mut self, id: i64) -> u32 {
+        let next = self.ids.len() as u32;
+        let slot = *self.of.entry(id).or_insert(next);
+        if slot == next {
+            self.ids.push(id);
         }
+        slot
     }
-    units
+}
+
+impl Timelines {
+    /// Each user's events in (time, log row) order, users by ascending id:
+    /// users get dense slots, rows are scattered into their user's range
+    /// (staying in log order), and each range is sorted by time, stably.
+    fn by_user(events: &[Event]) -> anyhow::Result<Timelines> {
+        anyhow::ensure!(
+            u32::try_from(events.len()).is_ok(),
+            "sequences: more than 4 billion interactions"
+        );
+        // Users and items get their slots on two threads (two passes over
+        // the log, each with its own table); the result does not depend on
+        // the threads.
+        let ((users, counts, user_slots), (items, item_slots)) = std::thread::scope(|scope| {
+            let items = scope.spawn(|| {
+                let mut items = Slots::default();
+                let slots: Vec<u32> = events.iter().map(|e| items.slot(e.1)).collect();
+                (items, slots)
+            });
+            let mut users = Slots::default();
+            let mut counts: Vec<usize> = Vec::new();
+            let slots: Vec<u32> = events
+                .iter()
+                .map(|e| {
+                    let u = users.slot(e.0);
+                    if u as usize == counts.len() {
+                        counts.push(0);
+                    }
+                    counts[u as usize] += 1;
+                    u
+                })
+                .collect();
+            let items = items.join().expect("the item slot thread panicked");
+            ((users, counts, slots), items)
+        });
+        drop(users.of);
+        let mut order: Vec<u32> = (0..users.ids.len() as u32).collect();
+        order.sort_unstable_by_key(|&u| users.ids[u as usize]);
+        let mut next = vec![0usize; users.ids.len()];
+        let mut starts = Vec::with_capacity(order.len() + 1);
+        let mut end = 0;
+        for &u in &order {
+            starts.push(end);
+            next[u as usize] = end;
+            end += counts[u as usize];
+        }
+        starts.push(end);
+        let mut grouped = vec![TimedEvent::default(); events.len()];
+        for (row, (&(_, _, time), (&u, &item))) in events
+            .iter()
+            .zip(user_slots.iter().zip(&item_slots))
+            .enumerate()
+        {
+            let at = &mut next[u as usize];
+            grouped[*at] = TimedEvent {
+                time,
+                item,
+                row: row as u32,
+            };
+            *at += 1;
+        }
+        drop((user_slots, item_slots));
+        sort_timelines(&mut grouped, &starts);
+        Ok(Timelines {
+            ids: order.iter().map(|&u| users.ids[u as usize]).collect(),
+            starts,
+            events: grouped,
+            item_ids: items.ids,
+        })
+    }
+
+    /// Timelines of the given units (e.g. sessions), in their order.
+    fn from_units(units: Vec<Unit>) -> anyhow::Result<Timelines> {
+        let mut items = Slots::default();
+        let mut t = Timelines {
+            ids: Vec::with_capacity(units.len()),
+            starts: vec![0],
+            events: Vec::new(),
+            item_ids: Vec::new(),
+        };
+        for unit in units {
+            t.ids.push(unit.id);
+            for (&(time, item), &row) in unit.events.iter().zip(&unit.rows) {
+                t.events.push(TimedEvent {
+                    time,
+                    item: items.slot(item),
+                    row: u32::try_from(row)?,
+                });
+            }
+            t.starts.push(t.events.len());
+        }
+        t.item_ids = items.ids;
+        Ok(t)
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn unit(&self, u: usize) -> &[TimedEvent] {
+        &self.events[self.starts[u]..self.starts[u + 1]]
+    }
+
+    /// The timelines a sequence is made from: each user's, or those cut
+    /// into sessions by `session_gap` when `unit` is "session" (numbered
+    /// from 1 in (user, start) order).
+    fn units(&self, p: &Params) -> Vec<Unit> {
+        let mut units = Vec::with_capacity(self.len());
+        for u in 0..self.len() {
+            let seq = self.unit(u);
+            let timeline: Vec<(i64, i64)> = seq
+                .iter()
+                .map(|e| (e.time, self.item_ids[e.item as usize]))
+                .collect();
+            let rows: Vec<usize> = seq.iter().map(|e| e.row as usize).collect();
+            if p.unit == "session" {
+                // Sessions are consecutive runs of the timeline.
+                let mut start = 0;
+                for session in splits::sessions(&timeline, p.session_gap) {
+                    let end = start + session.len();
+                    units.push(Unit {
+                        id: units.len() as i64 + 1,
+                        events: session,
+                        rows: rows[start..end].to_vec(),
+                    });
+                    start = end;
+                }
+            } else {
+                units.push(Unit {
+                    id: self.ids[u],
+                    events: timeline,
+                    rows,
+                });
+            }
+        }
+        units
+    }
+}
+
+/// Sorts each range `starts[u]..starts[u + 1]` of `events` by time,
+/// stably (ties keep the log's order, which the ranges are in). The two
+/// halves of the users go to two threads; a sort's result does not depend
+/// on which thread does it.
+fn sort_timelines(events: &mut [TimedEvent], starts: &[usize]) {
+    let sort = |events: &mut [TimedEvent], starts: &[usize], base: usize| {
+        for range in starts.windows(2) {
+            events[range[0] - base..range[1] - base].sort_by_key(|e| e.time);
+        }
+    };
+    let middle = starts.len() / 2;
+    let (first, second) = events.split_at_mut(starts[middle]);
+    std::thread::scope(|scope| {
+        scope.spawn(|| sort(first, &starts[..=middle], 0));
+        sort(second, &starts[middle..], starts[middle]);
+    });
 }
 
 /// Leave-one-out: each unit's last item tests, the one before validates.
-fn leave_one_out(
-    mut units: Vec<Unit>,
-    p: &Params,
-) -> anyhow::Result<(SequenceData, Vec<i64>, Trace)> {
-    units.retain(|u| u.events.len() >= p.min_len);
+fn leave_one_out(t: Timelines, p: &Params) -> anyhow::Result<(SequenceData, Vec<i64>, Trace)> {
+    let kept: Vec<usize> = (0..t.len())
+        .filter(|&u| t.unit(u).len() >= p.min_len)
+        .collect();
     anyhow::ensure!(
-        !units.is_empty(),
+        !kept.is_empty(),
         "no {} has {} or more interactions",
         p.unit,
         p.min_len
     );
-    let vocab: Vec<i64> = units
-        .iter()
-        .flat_map(|u| u.events.iter().map(|e| e.1))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+    // The vocabulary: the kept units' items by ascending id.
+    let mut used = vec![false; t.item_ids.len()];
+    for &u in &kept {
+        for e in t.unit(u) {
+            used[e.item as usize] = true;
+        }
+    }
+    let mut vocab_slots: Vec<u32> = (0..used.len() as u32)
+        .filter(|&s| used[s as usize])
         .collect();
-    let index = index_of(&vocab);
-    let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    vocab_slots.sort_unstable_by_key(|&s| t.item_ids[s as usize]);
+    let mut index = vec![0i64; t.item_ids.len()];
+    for (i, &s) in vocab_slots.iter().enumerate() {
+        index[s as usize] = i as i64 + 1;
+    }
+    let vocab: Vec<i64> = vocab_slots
+        .iter()
+        .map(|&s| t.item_ids[s as usize])
+        .collect();
+    let (mut train, mut valid, mut test) = (
+        Vec::with_capacity(kept.len()),
+        Vec::with_capacity(kept.len()),
+        Vec::with_capacity(kept.len()),
+    );
     let mut interactions = 0u64;
-    let mut trace = Trace::default();
-    for u in units {
-        let items: Vec<i64> = u.events.iter().map(|(_, item)| index[item]).collect();
+    let mut trace = Trace {
+        valid: Vec::with_capacity(kept.len()),
+        test: Vec::with_capacity(kept.len()),
+    };
+    for u in kept {
+        let events = t.unit(u);
+        let items: Vec<i64> = events.iter().map(|e| index[e.item as usize]).collect();
+        let rows = |i: usize| events[i].row as usize;
         interactions += items.len() as u64;
         let n = items.len();
-        trace.valid.push((u.rows[n - 2], u.rows[n - 3]));
-        trace.test.push((u.rows[n - 1], u.rows[n - 2]));
-        train.push((u.id, items[..n - 2].to_vec()));
+        trace.valid.push((rows(n - 2), rows(n - 3)));
+        trace.test.push((rows(n - 1), rows(n - 2)));
+        let id = t.ids[u];
         valid.push(Example {
-            user: u.id,
+            user: id,
             history: truncate(&items[..n - 2], p.max_len),
             target: items[n - 2],
         });
         test.push(Example {
-            user: u.id,
+            user: id,
             history: truncate(&items[..n - 1], p.max_len),
             target: items[n - 1],
         });
+        let mut items = items;
+        items.truncate(n - 2);
+        train.push((id, items));
     }
     let meta = Meta {
         num_items: vocab.len() as i64,
@@ -817,5 +1084,130 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.starts_with("valid_share:"), "{err}");
+    }
+
+    /// Train sequences, test examples, vocabulary, trace.
+    type Reference = (Vec<(i64, Vec<i64>)>, Vec<Example>, Vec<i64>, Trace);
+
+    /// The grouping as it was first written: a map of users to their
+    /// (time, row, item) events, sorted; items by ascending id.
+    fn reference(events: &[Event], p: &Params) -> Reference {
+        let mut per_user: BTreeMap<i64, Vec<(i64, usize, i64)>> = BTreeMap::new();
+        for (row, &(user, item, time)) in events.iter().enumerate() {
+            per_user.entry(user).or_default().push((time, row, item));
+        }
+        per_user.retain(|_, seq| seq.len() >= p.min_len);
+        let vocab: Vec<i64> = per_user
+            .values()
+            .flat_map(|seq| seq.iter().map(|e| e.2))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let index = index_of(&vocab);
+        let (mut train, mut test, mut trace) = (Vec::new(), Vec::new(), Trace::default());
+        for (user, mut seq) in per_user {
+            seq.sort();
+            let items: Vec<i64> = seq.iter().map(|e| index[&e.2]).collect();
+            let n = items.len();
+            trace.valid.push((seq[n - 2].1, seq[n - 3].1));
+            trace.test.push((seq[n - 1].1, seq[n - 2].1));
+            train.push((user, items[..n - 2].to_vec()));
+            test.push(Example {
+                user,
+                history: truncate(&items[..n - 1], p.max_len),
+                target: items[n - 1],
+            });
+        }
+        (train, test, vocab, trace)
+    }
+
+    #[test]
+    fn flat_timelines_match_the_per_user_map() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Users and items with sparse, negative and huge ids; few distinct
+        // times, so many ties that only the row order breaks.
+        let events: Vec<Event> = (0..20_000)
+            .map(|_| {
+                let user =
+                    [-5, 0, 7, i64::MAX, 1 << 40][rng.gen_range(0..5)] + rng.gen_range(0..300);
+                let item = rng.gen_range(-50..400) * 1_000_003;
+                (user, item, rng.gen_range(0..20))
+            })
+            .collect();
+        let p = Params {
+            min_len: 40,
+            max_len: 7,
+            ..Params::default()
+        };
+        let ((data, vocab), trace) = build_traced(&events, &p).unwrap();
+        let (train, test, ref_vocab, ref_trace) = reference(&events, &p);
+        assert!(
+            train.len() > 100 && train.len() < 1500,
+            "some users are dropped: {}",
+            train.len()
+        );
+        assert_eq!(vocab, ref_vocab);
+        assert_eq!(data.train, train);
+        assert_eq!(data.test, test);
+        assert_eq!(trace, ref_trace);
+    }
+
+    #[test]
+    fn float_times_are_mapped_per_file_not_per_batch() {
+        // 70 000 rows: the first 64 Ki (one batch) whole numbers, a later
+        // one a fraction — the whole file is then ordered, not cast.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.parquet");
+        let n = 70_000;
+        let mut times: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        times[n - 1] = 0.5;
+        let batch = table::batch(vec![
+            (
+                "user_id",
+                std::sync::Arc::new(arrow::array::Int64Array::from(vec![1i64; n])),
+            ),
+            (
+                "item_id",
+                std::sync::Arc::new(arrow::array::Int64Array::from(
+                    (0..n as i64).collect::<Vec<_>>(),
+                )),
+            ),
+            (
+                "timestamp",
+                std::sync::Arc::new(arrow::array::Float64Array::from(times.clone())),
+            ),
+        ])
+        .unwrap();
+        table::write(&path, &batch).unwrap();
+        let mut rows = Vec::new();
+        read_file(&path, &Params::default(), &mut rows).unwrap();
+        assert_eq!(rows.len(), n);
+        assert_eq!(rows[3], (1, 3, float_order_key(3.0)));
+        assert_eq!(rows[n - 1].2, float_order_key(0.5));
+        // session_gap needs whole numbers.
+        let p = Params {
+            session_gap: 10,
+            ..Params::default()
+        };
+        let err = read_file(&path, &p, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds fractions"), "{err}");
+        // All whole: cast, in time units.
+        times[n - 1] = 5.0;
+        let whole = table::batch(vec![
+            ("user_id", batch.column(0).clone()),
+            ("item_id", batch.column(1).clone()),
+            (
+                "timestamp",
+                std::sync::Arc::new(arrow::array::Float64Array::from(times)),
+            ),
+        ])
+        .unwrap();
+        table::write(&path, &whole).unwrap();
+        let mut rows = Vec::new();
+        read_file(&path, &p, &mut rows).unwrap();
+        assert_eq!((rows[3].2, rows[n - 1].2), (3, 5));
     }
 }

@@ -81,14 +81,25 @@ pub fn int64_lists(batch: &RecordBatch, name: &str, file: &Path) -> anyhow::Resu
         .collect())
 }
 
-/// A List<Int64> array from rows.
+/// A List<Int64> array from rows (the array a `ListBuilder` of
+/// `Int64Builder` gives, built in one allocation per buffer).
 pub fn lists_array(rows: &[Vec<i64>]) -> ArrayRef {
-    let mut builder = arrow::array::ListBuilder::new(arrow::array::Int64Builder::new());
+    let total: usize = rows.iter().map(Vec::len).sum();
+    let mut values = Vec::with_capacity(total);
     for row in rows {
-        builder.values().append_slice(row);
-        builder.append(true);
+        values.extend_from_slice(row);
     }
-    Arc::new(builder.finish())
+    let offsets = arrow::buffer::OffsetBuffer::from_lengths(rows.iter().map(Vec::len));
+    let field = Arc::new(arrow::datatypes::Field::new_list_field(
+        arrow::datatypes::DataType::Int64,
+        true,
+    ));
+    Arc::new(ListArray::new(
+        field,
+        offsets,
+        Arc::new(Int64Array::from(values)),
+        None,
+    ))
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, file: &Path) -> anyhow::Result<&'a ArrayRef> {
@@ -261,4 +272,205 @@ pub fn percent(part: u64, whole: u64) -> Option<f64> {
     (part * 10_000 + whole / 2)
         .checked_div(whole)
         .map(|x| x as f64 / 100.0)
+}
+
+/// Runs a batch iterator (e.g. [`batches`]) on its own thread, a couple of
+/// batches ahead of the caller, so that decoding overlaps the caller's
+/// work. The batches and their order are the iterator's.
+pub fn prefetched<I>(batches: I) -> impl Iterator<Item = anyhow::Result<RecordBatch>>
+where
+    I: Iterator<Item = anyhow::Result<RecordBatch>> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    std::thread::spawn(move || {
+        for batch in batches {
+            // The receiver is gone: the caller stopped early.
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    rx.into_iter()
+}
+
+/// A [`TableWriter`] on its own thread: encoding and compressing overlap
+/// the caller's work. It writes the batches it is given, in order, so the
+/// file has the same bytes as one written by [`TableWriter`] directly.
+/// Dropped without [`ThreadedWriter::close`] (an error on the way), it
+/// waits for its thread and leaves the file unfinished, as a dropped
+/// [`TableWriter`] does.
+pub struct ThreadedWriter {
+    /// `None` asks the thread to finish the file.
+    tx: Option<std::sync::mpsc::SyncSender<Option<RecordBatch>>>,
+    worker: Option<std::thread::JoinHandle<anyhow::Result<usize>>>,
+}
+
+impl ThreadedWriter {
+    /// Creates `path` for batches of `schema`.
+    pub fn create(
+        path: &Path,
+        schema: arrow::datatypes::SchemaRef,
+    ) -> anyhow::Result<ThreadedWriter> {
+        let mut writer = TableWriter::create(path, schema)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<RecordBatch>>(2);
+        let worker = std::thread::spawn(move || {
+            for message in rx {
+                match message {
+                    Some(batch) => writer.write(&batch)?,
+                    None => return writer.close(),
+                }
+            }
+            anyhow::bail!("the table writer was dropped before it was closed")
+        });
+        Ok(ThreadedWriter {
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    /// Appends one batch; an error of an earlier write comes back here.
+    pub fn write(&mut self, batch: RecordBatch) -> anyhow::Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(Some(batch)).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The worker stopped: its error says why.
+        self.join()?;
+        anyhow::bail!("the table writer stopped early")
+    }
+
+    /// Finishes the file; returns the number of rows written.
+    pub fn close(mut self) -> anyhow::Result<usize> {
+        if let Some(tx) = &self.tx {
+            // A send fails only when the worker stopped on an error,
+            // which `join` returns.
+            let _ = tx.send(None);
+        }
+        self.join()
+    }
+
+    fn join(&mut self) -> anyhow::Result<usize> {
+        self.tx.take();
+        match self.worker.take() {
+            Some(worker) => worker
+                .join()
+                .map_err(|_| anyhow!("the table writer thread panicked"))?,
+            None => anyhow::bail!("the table writer was already closed"),
+        }
+    }
+}
+
+impl Drop for ThreadedWriter {
+    fn drop(&mut self) {
+        // The file may be created again at once (load.parquet restarts
+        // without an unreadable column): the thread must be done with it.
+        let _ = self.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    fn batches() -> Vec<RecordBatch> {
+        (0..5)
+            .map(|b| {
+                let n = 1000 + 700 * b;
+                batch(vec![
+                    (
+                        "id",
+                        Arc::new(Int64Array::from(
+                            (0..n as i64).map(|i| i * 7919 % 1013).collect::<Vec<_>>(),
+                        )),
+                    ),
+                    (
+                        "s",
+                        Arc::new(StringArray::from(
+                            (0..n).map(|i| format!("v{}", i % 37)).collect::<Vec<_>>(),
+                        )),
+                    ),
+                ])
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lists_array_equals_the_builders_array() {
+        let rows = vec![vec![3, 1], vec![], vec![7; 100], vec![-1]];
+        let mut builder = arrow::array::ListBuilder::new(arrow::array::Int64Builder::new());
+        for row in &rows {
+            builder.values().append_slice(row);
+            builder.append(true);
+        }
+        let built: ArrayRef = Arc::new(builder.finish());
+        let ours = lists_array(&rows);
+        assert_eq!(ours.to_data(), built.to_data());
+        assert_eq!(ours.data_type(), built.data_type());
+        assert_eq!(lists_array(&[]).len(), 0);
+    }
+
+    #[test]
+    fn threaded_writer_and_prefetched_reader_keep_the_bytes_and_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = batches();
+        let (direct, threaded) = (
+            dir.path().join("direct.parquet"),
+            dir.path().join("threaded.parquet"),
+        );
+        let mut w = TableWriter::create(&direct, data[0].schema()).unwrap();
+        for b in &data {
+            w.write(b).unwrap();
+        }
+        assert_eq!(w.close().unwrap(), 12000);
+        let mut w = ThreadedWriter::create(&threaded, data[0].schema()).unwrap();
+        for b in &data {
+            w.write(b.clone()).unwrap();
+        }
+        assert_eq!(w.close().unwrap(), 12000);
+        assert_eq!(
+            std::fs::read(&direct).unwrap(),
+            std::fs::read(&threaded).unwrap()
+        );
+        let plain: Vec<RecordBatch> = batches_of(&direct);
+        let ahead: Vec<RecordBatch> = prefetched(super::batches(&direct).unwrap())
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        assert_eq!(plain, ahead);
+        assert_eq!(ahead.iter().map(|b| b.num_rows()).sum::<usize>(), 12000);
+    }
+
+    fn batches_of(path: &Path) -> Vec<RecordBatch> {
+        super::batches(path)
+            .unwrap()
+            .collect::<anyhow::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn threaded_writer_reports_a_bad_batch_and_a_dropped_one_leaves_no_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = batches();
+        let path = dir.path().join("t.parquet");
+        let mut w = ThreadedWriter::create(&path, data[0].schema()).unwrap();
+        let other = batch(vec![("x", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+        // The error surfaces at a later write or at close, naming the file.
+        let err = match (
+            w.write(other),
+            w.write(data[0].clone()),
+            w.write(data[1].clone()),
+        ) {
+            (Ok(()), Ok(()), Ok(())) => w.close().unwrap_err(),
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => e,
+        };
+        assert!(format!("{err:#}").contains("t.parquet"), "{err:#}");
+        let mut w = ThreadedWriter::create(&path, data[0].schema()).unwrap();
+        w.write(data[0].clone()).unwrap();
+        drop(w);
+        assert!(
+            read(&path).is_err(),
+            "an unfinished file is not readable Parquet"
+        );
+    }
 }
