@@ -31,9 +31,19 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
     let started_at = now_unix();
     let report = run::execute(&plan, &cache, &cmd.run, &progress)?;
     let run_id = format!("{started_at}-{}", std::process::id());
-    let manifest_path = save_manifest(
+    let saved = save_manifest(
         &cache, &plan, &cmd.spec, &cmd.sets, &report, registry, &run_id, started_at,
-    )?;
+    );
+    // When a stage failed, its error is the news: a manifest that cannot be
+    // written as well (the same full disk) must not hide it.
+    let manifest_path = match saved {
+        Ok(path) => Some(path),
+        Err(e) if !report.failed().is_empty() => {
+            eprintln!("warning: the run manifest could not be written: {e:#}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
 
     // A complete run of the spec as written is locked; `--set` and `--only`
     // runs are experiments on top of it.
@@ -52,7 +62,9 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
                 println!("\n{}", text.trim_end());
             }
         }
-        println!("\nrun manifest: {}", manifest_path.display());
+        if let Some(path) = &manifest_path {
+            println!("\nrun manifest: {}", path.display());
+        }
         if lock_written {
             println!("lock file: {}", crate::lock::path_for(&cmd.spec).display());
         }

@@ -195,5 +195,8 @@ fn exclude_seen_removes_the_whole_training_sequence_not_only_the_kept_history() 
         assert!(c <= k, "excluding items made a rank worse: {c} > {k}");
         improved += usize::from(c < k);
     }
-    assert!(improved > 80, "exclusion changed only {improved} of 160 ranks");
+    assert!(
+        improved > 80,
+        "exclusion changed only {improved} of 160 ranks"
+    );
 }

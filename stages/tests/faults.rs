@@ -2,6 +2,9 @@
 //! - twenty SIGKILLs at seeded random moments (while loading LibTorch,
 //!   generating data, training, checkpointing, publishing…), each followed
 //!   by a rerun, end in exactly the artifacts of a run never interrupted;
+//! - a full disk (a tmpfs mounted as the cache root, as root) fails the run
+//!   with the error named, leaves nothing half-written, and the rerun with
+//!   room completes to the same artifacts;
 //! - a write that fails part-way (the file-size limit of `ulimit -f`, which
 //!   fails writes the way a full disk does, without needing root for a
 //!   tmpfs) fails the stage with an error naming it and the file, publishes
@@ -123,4 +126,93 @@ fn a_write_that_fails_part_way_publishes_nothing_and_the_rerun_completes() {
     // what finished before the failure is kept; the rerun completes
     run_ok(d, &[]);
     assert_eq!(output_hashes(d), expected);
+}
+
+/// A tmpfs of `bytes` mounted on `at` for as long as it lives (root only);
+/// `None` when this process may not mount.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    fn grow(&self, bytes: u64) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Bytes under `dir`.
+fn du(dir: &std::path::Path) -> u64 {
+    walk(dir).iter().map(|p| p.metadata().unwrap().len()).sum()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The disk really full: the cache root is a tmpfs with room for about
+/// half of what the run writes. The run fails with ENOSPC named in the
+/// error, nothing half-written is left in the cache, and once the tmpfs
+/// grows the rerun completes to the uninterrupted artifacts. Needs root (to mount); skipped with a message otherwise,
+/// unless SEQPIPE_REQUIRE_TMPFS is set (scripts/test.sh sets it where a
+/// mount works).
+#[test]
+fn a_full_disk_fails_cleanly_and_the_rerun_with_room_completes() {
+    let (reference, _) = setup(SPEC);
+    run_ok(reference.path(), &[]);
+    let expected = output_hashes(reference.path());
+    let written = du(&reference.path().join("cache"));
+
+    let (dir, _) = setup(SPEC);
+    let d = dir.path();
+    let Some(disk) = Tmpfs::mount(&d.join("cache"), written / 2) else {
+        assert!(
+            std::env::var_os("SEQPIPE_REQUIRE_TMPFS").is_none(),
+            "SEQPIPE_REQUIRE_TMPFS is set but a tmpfs cannot be mounted"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let out = common::seqpipe(d, &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    // the failing stage is named, whatever else could not be written
+    assert!(err.contains("error: stage `"), "{err}");
+    let tmp: Vec<_> = std::fs::read_dir(d.join("cache/tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "staging folders left behind: {tmp:?}");
+    disk.grow(written * 4);
+    run_ok(d, &[]);
+    assert_eq!(output_hashes(d), expected);
+    eprintln!(
+        "cache of {written} bytes, disk of {} at first; the error:\n{err}",
+        written / 2
+    );
 }
