@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arrow::array::{Array, ArrayRef, StringArray};
-use arrow::datatypes::DataType;
 
 use crate::splits::EventRows;
 use crate::table;
@@ -57,7 +56,7 @@ pub fn read(dir: &Path, names: &[String], rows: usize) -> anyhow::Result<Vec<Col
         for batch in table::batches(file)? {
             let batch = batch?;
             for (column, dictionary) in &mut columns {
-                let strings = as_strings(&batch, &column.name, file)?;
+                let strings = table::utf8_column(&batch, &column.name, file, "attribute column")?;
                 for i in 0..strings.len() {
                     let value = if strings.is_null(i) {
                         MISSING
@@ -84,36 +83,6 @@ pub fn read(dir: &Path, names: &[String], rows: usize) -> anyhow::Result<Vec<Col
         );
     }
     Ok(columns.into_iter().map(|(c, _)| c).collect())
-}
-
-/// Column `name` of `batch` cast to Utf8; the error names the file and
-/// suggests a column.
-fn as_strings(
-    batch: &arrow::array::RecordBatch,
-    name: &str,
-    file: &Path,
-) -> anyhow::Result<StringArray> {
-    let column = batch.column_by_name(name).ok_or_else(|| {
-        let schema = batch.schema();
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        anyhow::anyhow!(
-            "{}: no attribute column `{name}` ({})",
-            file.display(),
-            table::column_hint(name, names.iter().copied())
-        )
-    })?;
-    let cast = arrow::compute::cast(column, &DataType::Utf8).with_context(|| {
-        format!(
-            "{}: attribute column `{name}` is {}, which does not convert to text",
-            file.display(),
-            column.data_type()
-        )
-    })?;
-    Ok(cast
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("cast to Utf8 gives a StringArray")
-        .clone())
 }
 
 /// Writes the attributes of the examples whose events are `rows`.

@@ -248,6 +248,40 @@ pub fn batches(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Resul
     Ok(reader.map(move |b| b.with_context(|| format!("cannot read {}", path.display()))))
 }
 
+/// Column `name` of `batch` (read from `file`) as Utf8 strings, cast from
+/// whatever converts to text (large or dictionary strings, numbers). The
+/// errors name the file, the column as `what` calls it ("column",
+/// "attribute column") and, for a missing one, suggest a column.
+pub fn utf8_column(
+    batch: &RecordBatch,
+    name: &str,
+    file: &Path,
+    what: &str,
+) -> anyhow::Result<arrow::array::StringArray> {
+    let schema = batch.schema();
+    let column = batch.column_by_name(name).with_context(|| {
+        let names = schema.fields().iter().map(|f| f.name().as_str());
+        format!(
+            "{}: no {what} `{name}` ({})",
+            file.display(),
+            column_hint(name, names)
+        )
+    })?;
+    let cast =
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).with_context(|| {
+            format!(
+                "{}: {what} `{name}` is {}, which does not convert to text",
+                file.display(),
+                column.data_type()
+            )
+        })?;
+    Ok(cast
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("cast to Utf8 gives a StringArray")
+        .clone())
+}
+
 /// "did you mean `x`?" for a misspelt column, else the list of columns.
 pub fn column_hint<'a>(name: &str, names: impl IntoIterator<Item = &'a str> + Clone) -> String {
     seqpipe::spec::did_you_mean(name, names.clone()).unwrap_or_else(|| {

@@ -124,7 +124,7 @@ impl Items {
         let batch = table::read(path)?;
         let ids = table::int64(&batch, "item_id", path)?.values().to_vec();
         let occurrences = table::int64(&batch, "occurrences", path)?.values().to_vec();
-        let domain_column = strings(&batch, "domain", path)?;
+        let domain_column = table::utf8_column(&batch, "domain", path, "column")?;
         ensure!(
             ids.len() >= 2,
             "{}: the graph has {} item(s); embeddings need at least 2",
@@ -180,31 +180,6 @@ impl Items {
     }
 }
 
-/// A utf8 column (cast from large or dictionary strings), by name.
-fn strings(batch: &RecordBatch, name: &str, file: &Path) -> anyhow::Result<StringArray> {
-    let schema = batch.schema();
-    let column = batch.column_by_name(name).with_context(|| {
-        let names = schema.fields().iter().map(|f| f.name().as_str());
-        format!(
-            "{}: no column `{name}` ({})",
-            file.display(),
-            table::column_hint(name, names)
-        )
-    })?;
-    let cast = arrow::compute::cast(column, &DataType::Utf8).with_context(|| {
-        format!(
-            "{}: column `{name}` is {}, expected strings",
-            file.display(),
-            column.data_type()
-        )
-    })?;
-    Ok(cast
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("cast to Utf8 gives a StringArray")
-        .clone())
-}
-
 /// The graph's edges as pairs of item rows, 8 bytes each (plus 8 for the
 /// weight when `weighted`), in file order.
 struct Pairs {
@@ -246,7 +221,7 @@ impl Pairs {
     ) -> anyhow::Result<()> {
         let item_a = non_null(table::int64(batch, "item_a", path)?, "item_a", path)?;
         let item_b = non_null(table::int64(batch, "item_b", path)?, "item_b", path)?;
-        let types = strings(batch, "edge_type", path)?;
+        let types = table::utf8_column(batch, "edge_type", path, "column")?;
         let weights = if p.weighted {
             Some(float64(batch, "weight", path)?)
         } else {
