@@ -230,6 +230,9 @@ fn relu_feed_forward_is_another_function_of_the_same_weights() {
     assert!(serde_json::to_string(&relu)
         .unwrap()
         .contains(r#""activation":"relu""#));
+    // Building draws from LibTorch's global generator, which the resume
+    // tests in this binary need to themselves.
+    let _rng = torch_rng_lock();
     let vs = VarStore::new(Device::Cpu);
     let a = SasRec::new(&vs.root(), &gelu);
     let b = SasRec::new(&(vs.root() / "other"), &relu);
