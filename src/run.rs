@@ -444,7 +444,16 @@ fn run_one(
 
     // Held until the stage is recorded (or fails): a parallel sweep trial
     // needing the same stage waits here, then finds it cached.
-    let _claim = shared.cache.claim(&key);
+    let claimed = shared.cache.claim(&key, || {
+        shared.progress.println(&format!(
+            "seqpipe: waiting for `{}`: another run is computing it",
+            stage.name
+        ))
+    });
+    let _claim = match claimed {
+        Ok(claim) => claim,
+        Err(e) => return fail(report, e.to_string()),
+    };
     let forced = shared.options.force.contains(&stage.name);
     let mut reason = if forced {
         Some(StaleReason::Forced)

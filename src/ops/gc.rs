@@ -12,7 +12,7 @@ pub struct GcReport {
 }
 
 pub fn gc(cache: &CacheOptions) -> anyhow::Result<GcReport> {
-    let cache = cache.open()?;
+    let cache = cache.open_exclusive()?;
     let keep = cache.artifacts_in_runs()?;
     let mut report = GcReport::default();
     for id in cache.store().list()? {

@@ -13,7 +13,7 @@ pub mod verify;
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::Cache;
+use crate::cache::{Access, Cache};
 use crate::graph::{self, Plan};
 use crate::spec::{self, Override};
 use crate::stage::Registry;
@@ -26,8 +26,14 @@ pub struct CacheOptions {
 }
 
 impl CacheOptions {
+    /// Opens the cache for a run (shared with other runs).
     pub fn open(&self) -> anyhow::Result<Cache> {
         Ok(Cache::open(&self.root, self.wait)?)
+    }
+
+    /// Opens the cache for `gc` (alone: it waits for every run).
+    pub fn open_exclusive(&self) -> anyhow::Result<Cache> {
+        Ok(Cache::open_as(&self.root, Access::Exclusive, self.wait)?)
     }
 }
 

@@ -1,15 +1,17 @@
-//! Two `seqpipe run` processes and a `seqpipe gc` on one cache: the later
-//! ones wait for the first (saying so), or fail at once with `--no-wait`;
-//! nothing is corrupted, gc removes nothing a run needs, and the work is
-//! done once.
+//! Two `seqpipe run` processes and a `seqpipe gc` on one cache: the runs
+//! share it (the second waits only for the stage the first is computing,
+//! saying so, and then finds it cached), `gc` waits for both (or fails at
+//! once with `--no-wait`), nothing is corrupted, gc removes nothing a run
+//! needs, and every stage is computed once.
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{command, ran, run_ok, seqpipe, setup, spawn_run};
-
 const SPEC: &str = r#"
 [pipeline]
 name = "together"
@@ -34,14 +36,36 @@ kind = "evaluate"
 inputs = { model = "train_sasrec.model", data = "sequences.data" }
 "#;
 
+/// Stage name → how many of the pipeline's recorded runs computed it.
+fn times_computed(d: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for entry in std::fs::read_dir(d.join("cache/runs/together")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "latest.json" {
+            continue;
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for stage in manifest["stages"].as_array().unwrap() {
+            let n = counts
+                .entry(stage["name"].as_str().unwrap().to_string())
+                .or_insert(0);
+            if stage["outcome"] == "ran" {
+                *n += 1;
+            }
+        }
+    }
+    counts
+}
+
 #[test]
-fn second_run_waits_or_fails_with_no_wait_and_the_cache_stays_sound() {
+fn two_runs_share_the_cache_computing_each_stage_once_and_gc_waits_for_both() {
     let (dir, _) = setup(SPEC);
     let d = dir.path();
     let first = spawn_run(d, &[]);
-    // The first run holds the lock once it has a sequences artifact to train on.
+    // The first run is training once its checkpoint folder appears.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !d.join("cache/checkpoints").exists() {
+    while std::fs::read_dir(d.join("cache/checkpoints")).map_or(true, |mut e| e.next().is_none()) {
         assert!(
             Instant::now() < deadline,
             "the first run never started training"
@@ -49,14 +73,14 @@ fn second_run_waits_or_fails_with_no_wait_and_the_cache_stays_sound() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let refused = seqpipe(d, &["--no-wait", "run", "p.toml", "--quiet"]);
+    // gc needs the cache to itself: refused at once with --no-wait…
+    let refused = seqpipe(d, &["--no-wait", "gc"]);
     assert_eq!(refused.status.code(), Some(1));
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("in use by another seqpipe process"), "{err}");
 
+    // …while a second run goes ahead beside the first.
     let second = spawn_run(d, &[]);
-    // …and a gc at the same time: it waits its turn too, and removes
-    // nothing a run still needs.
     let gc = command(d, &["gc"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -65,32 +89,29 @@ fn second_run_waits_or_fails_with_no_wait_and_the_cache_stays_sound() {
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
     let gc = gc.wait_with_output().unwrap();
-    assert!(
-        gc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
+    for (what, out) in [("first", &first), ("second", &second), ("gc", &gc)] {
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(
         String::from_utf8_lossy(&gc.stderr).contains("waiting for the cache lock"),
         "{}",
         String::from_utf8_lossy(&gc.stderr)
     );
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
     let waited = String::from_utf8_lossy(&second.stderr);
-    assert!(waited.contains("waiting for the cache lock"), "{waited}");
+    assert!(
+        waited.contains("waiting for `train_sasrec`: another run is computing it"),
+        "{waited}"
+    );
 
-    // The second run found everything done by the first.
-    assert!(ran(d).is_empty(), "the second run recomputed {:?}", ran(d));
-    // Every artifact verifies: a forced re-verification run is all hits.
+    // Between them the two runs computed every stage exactly once.
+    let counts = times_computed(d);
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    // Every artifact verifies and gc removed nothing: a rerun is all hits.
     run_ok(d, &[]);
     assert!(ran(d).is_empty());
     let gc = seqpipe(d, &["gc"]);
