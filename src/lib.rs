@@ -46,6 +46,7 @@ pub mod progress;
 pub mod run;
 pub mod spec;
 pub mod stage;
+pub mod slurm;
 pub mod sweep;
 pub mod worker;
 
