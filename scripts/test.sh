@@ -37,6 +37,20 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=1m tmpfs "$probe" 2>/dev/null; t
     export SEQPIPE_REQUIRE_TMPFS=1
 fi
 rmdir "$probe"
+# A one-node Slurm cluster (munge, slurmctld, slurmd; Debian's slurm-wlm,
+# installed when missing as root) for the executor tests. Once it is up the
+# tests may not skip; it is stopped again at exit if this script started it.
+slurm_state="${SEQPIPE_SLURM_STATE:-/tmp/seqpipe-slurm}"
+if ! SLURM_CONF="$slurm_state/slurm.conf" sinfo >/dev/null 2>&1; then
+    if scripts/slurm-up.sh "$slurm_state" >/tmp/seqpipe-slurm-up.log 2>&1; then
+        trap 'scripts/slurm-down.sh "$slurm_state" >/dev/null 2>&1 || true' EXIT
+    else
+        echo "setup: no Slurm cluster ($(tail -n 1 /tmp/seqpipe-slurm-up.log)); the Slurm tests will say they skipped"
+    fi
+fi
+if SLURM_CONF="$slurm_state/slurm.conf" sinfo >/dev/null 2>&1; then
+    export SEQPIPE_REQUIRE_SLURM=1
+fi
 # Release profile: one build serves the tests and the binary they drive, and
 # tensor code runs at real speed.
 cargo test --release --workspace "$@"

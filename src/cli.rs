@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::{exit_code, EXIT_OK};
 use crate::ops::{self, CacheOptions};
 use crate::run::RunOptions;
+use crate::spec::Executor;
 use crate::stage::Registry;
 
 const EXAMPLES: &str = "\
@@ -68,6 +69,13 @@ enum Command {
     Show(ShowArgs),
     /// Remove cached artifacts that no recorded run references.
     Gc,
+    /// What a Slurm job runs on its node: one stage of a submitted run
+    /// (written by `seqpipe run` for stages with `executor = "slurm"`).
+    #[command(hide = true)]
+    Job {
+        /// The job ticket (`<cache>/jobs/<key>/ticket.json`).
+        ticket: PathBuf,
+    },
     /// List every stage kind with its inputs, outputs and params.
     Stages {
         /// One JSON document instead of text.
@@ -102,6 +110,10 @@ struct RunArgs {
     /// After a failure, go on with stages that do not depend on it.
     #[arg(long)]
     keep_going: bool,
+    /// Where every stage runs, overriding the spec's `executor` keys:
+    /// `local`, or `slurm` (each stage a batch job over the shared cache).
+    #[arg(long, value_name = "local|slurm")]
+    executor: Option<Executor>,
     /// No progress bars or summary.
     #[arg(short, long)]
     quiet: bool,
@@ -153,6 +165,10 @@ struct SweepArgs {
     /// Folder for leaderboard.csv and leaderboard.md [default: <cache>/sweeps/<pipeline>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Where every trial's stages run, overriding the spec's `executor`
+    /// keys: `local`, or `slurm` (with --parallel N, N trials' jobs at once).
+    #[arg(long, value_name = "local|slurm")]
+    executor: Option<Executor>,
     /// No progress bars or leaderboard on the terminal.
     #[arg(short, long)]
     quiet: bool,
@@ -256,6 +272,7 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                     force: a.force.into_iter().collect::<BTreeSet<_>>(),
                     only: a.only,
                     keep_going: a.keep_going,
+                    executor: a.executor,
                     ..RunOptions::default()
                 },
                 cache,
@@ -269,6 +286,7 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                 sets: a.spec.sets,
                 run: RunOptions {
                     jobs: a.jobs,
+                    executor: a.executor,
                     ..RunOptions::default()
                 },
                 cache,
@@ -319,6 +337,7 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
             );
             Ok(())
         }
+        Command::Job { ticket } => ops::job::job(&ticket, &cache, registry),
         Command::Stages { json } => ops::stages::stages(registry, json),
     }
 }

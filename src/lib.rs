@@ -20,9 +20,11 @@
 //!   hashes, seed, format) and the [`key::StaleReason`] that explains a miss.
 //! - [`lock`]: `<spec>.lock`, each stage's key, fingerprint and output
 //!   hashes from the last complete run, to commit and compare.
-//! - [`cache`]: content-addressed artifacts published by atomic rename, and the
-//!   sled index of keys, run records and file-hash memo.
+//! - [`cache`]: content-addressed artifacts published by atomic rename,
+//!   stage records as files, per-key claims: a cache many processes share.
 //! - [`run`]: the scheduler that executes a plan against the cache.
+//! - [`remote`]: a stage run as a Slurm job (ticket, follow, resubmit,
+//!   cancel on Ctrl-C), over [`slurm`], a client of Slurm's own commands.
 //! - [`ops`]: one function per command (`run`, `status`, `show`, `gc`, `stages`).
 //! - [`command`]: the `command` kind — a user's own program as a stage,
 //!   its outputs checked against the [`artifact`] types they declare.
@@ -43,6 +45,7 @@ pub mod key;
 pub mod lock;
 pub mod ops;
 pub mod progress;
+pub mod remote;
 pub mod run;
 pub mod spec;
 pub mod stage;

@@ -22,6 +22,7 @@ use crate::cache::{Cache, CacheError, StageRecord};
 use crate::graph::Plan;
 use crate::key::{Fingerprint, Hash, StaleReason};
 use crate::progress::Progress;
+use crate::spec::Executor;
 use crate::stage::{Resource, StageContext};
 
 /// A run failed in a way that is not a bad spec.
@@ -57,6 +58,8 @@ pub struct RunOptions {
     /// (empty) one: the stage resumes from another key's state, e.g. a
     /// training promoted from 2 to 6 epochs continues from epoch 2.
     pub inherit_checkpoints: BTreeMap<String, String>,
+    /// `--executor`: where every stage runs, whatever the spec says.
+    pub executor: Option<Executor>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +71,7 @@ impl Default for RunOptions {
             keep_going: false,
             keep_checkpoints: BTreeSet::new(),
             inherit_checkpoints: BTreeMap::new(),
+            executor: None,
         }
     }
 }
@@ -264,12 +268,12 @@ fn schedule(
             while !stop && running < jobs {
                 let next = ready
                     .iter()
-                    .find(|(_, i)| !(tensor_busy && plan.stages[*i].resource == Resource::Tensor))
+                    .find(|(_, i)| !(tensor_busy && local_tensor(shared, *i)))
                     .copied();
                 let Some(entry) = next else { break };
                 ready.remove(&entry);
                 let i = entry.1;
-                if plan.stages[i].resource == Resource::Tensor {
+                if local_tensor(shared, i) {
                     tensor_busy = true;
                 }
                 let inputs = input_hashes(plan, i, &reports);
@@ -285,7 +289,7 @@ fn schedule(
             }
             let (i, result) = rx.recv().expect("a worker reports back");
             running -= 1;
-            if plan.stages[i].resource == Resource::Tensor {
+            if local_tensor(shared, i) {
                 tensor_busy = false;
             }
             let report = match result {
@@ -495,6 +499,16 @@ fn run_one(
         });
     }
     report.reason = Some(reason.to_string());
+    if executor_of(shared, i) == Executor::Slurm {
+        // The job claims the key on its node; holding it here would keep
+        // the job waiting for us.
+        drop(_claim);
+        shared.progress.println(&format!(
+            "seqpipe: running `{}` ({}) on Slurm: {reason}",
+            stage.name, report.kind
+        ));
+        return Ok(run_as_job(shared, i, &key, report));
+    }
     shared.progress.println(&format!(
         "seqpipe: running `{}` ({}): {reason}",
         stage.name, report.kind
@@ -532,6 +546,86 @@ fn run_one(
             fail(report, format!("{e:#}"))
         }
     }
+}
+
+/// Where stage `i` runs: `--executor`, else the stage's `executor`, else
+/// the pipeline's.
+fn executor_of(shared: &Shared<'_>, i: usize) -> Executor {
+    let name = &shared.plan.stages[i].name;
+    let own = shared
+        .plan
+        .spec
+        .stages
+        .iter()
+        .find(|s| &s.name == name)
+        .and_then(|s| s.executor);
+    shared
+        .options
+        .executor
+        .or(own)
+        .unwrap_or(shared.plan.spec.executor)
+}
+
+/// A tensor stage running here: one at a time (a Slurm job has its node).
+fn local_tensor(shared: &Shared<'_>, i: usize) -> bool {
+    shared.plan.stages[i].resource == Resource::Tensor && executor_of(shared, i) == Executor::Local
+}
+
+/// Runs stage `i` as a Slurm job and reads its result from the cache.
+fn run_as_job(shared: &Shared<'_>, i: usize, key: &str, mut report: StageReport) -> StageReport {
+    let plan = shared.plan;
+    let name = &plan.stages[i].name;
+    let slurm = plan
+        .spec
+        .stages
+        .iter()
+        .find(|s| &s.name == name)
+        .map(|s| s.slurm.clone())
+        .unwrap_or_default();
+    let ticket = crate::remote::Ticket {
+        spec: std::path::absolute(&plan.spec.source.path)
+            .unwrap_or_else(|_| plan.spec.source.path.clone()),
+        overrides: plan.spec.overrides.clone(),
+        seed: plan.spec.seed,
+        // `cuda:N` names a GPU of this machine; on the node, the job's
+        // allocation decides which GPU it gets.
+        device: match plan.spec.device.as_str() {
+            d if d.starts_with("cuda:") => "cuda".to_string(),
+            d => d.to_string(),
+        },
+        stage: name.clone(),
+        key: key.to_string(),
+        keep_checkpoints: shared.options.keep_checkpoints.contains(name),
+        inherit_checkpoints: shared.options.inherit_checkpoints.get(name).cloned(),
+    };
+    let started = Instant::now();
+    let outcome = crate::remote::run_as_job(shared.cache, &ticket, &slurm, shared.progress)
+        .map_err(|e| e.to_string())
+        .and_then(|job| match shared.cache.lookup(key) {
+            Ok(Some(record)) => Ok((job, record)),
+            Ok(None) => Err(format!(
+                "Slurm job {job} finished but the cache holds no result for key {key} \
+                 (does the node see the same spec file and cache?)"
+            )),
+            Err(e) => Err(e.to_string()),
+        });
+    report.seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok((job, record)) => {
+            report.outputs = record.outputs;
+            report.outcome = Outcome::Ran;
+            report.notes.insert("slurm_job".into(), job.0);
+            shared.progress.println(&format!(
+                "seqpipe: finished `{name}` in {:.1}s (Slurm)",
+                report.seconds
+            ));
+        }
+        Err(e) => {
+            report.outcome = Outcome::Failed;
+            report.error = Some(e);
+        }
+    }
+    report
 }
 
 /// Runs stage `i` into a staging folder and publishes its outputs.

@@ -384,6 +384,41 @@ pub fn available() -> Result<(), String> {
     run_ok(sinfo, "sinfo").map(drop).map_err(|e| e.to_string())
 }
 
+/// Starts (or finds running) the one-node test cluster of
+/// `scripts/slurm-up.sh` — state under `$SEQPIPE_SLURM_STATE`, default
+/// `/tmp/seqpipe-slurm` — and points this process's Slurm commands at it
+/// (`SLURM_CONF`). For tests and trying the executor out; `Err` says why the
+/// cluster is not there (not root, no apt-get, daemons failed).
+///
+/// Sets an environment variable: call it before starting other threads that
+/// read the environment (tests call it once, under a `OnceLock`).
+pub fn start_test_cluster(script: &Path) -> Result<(), String> {
+    let state =
+        std::env::var("SEQPIPE_SLURM_STATE").unwrap_or_else(|_| "/tmp/seqpipe-slurm".into());
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let conf = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("export SLURM_CONF="))
+        .ok_or_else(|| format!("slurm-up.sh printed no `export SLURM_CONF=` line: {stdout:?}"))?;
+    std::env::set_var("SLURM_CONF", conf);
+    available()
+}
+
 /// Runs `cmd`: `Err` when it cannot start; `Ok(Err)` when it exits non-zero.
 fn run(mut cmd: Command, name: &str) -> Result<Result<String, SlurmError>, SlurmError> {
     let output: Output = cmd.output().map_err(|source| SlurmError::Spawn {

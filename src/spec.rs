@@ -26,7 +26,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// A spec error: where it is (file:line:col or a `--set` flag), which key,
@@ -120,6 +120,22 @@ struct RawPipeline {
     seed: Option<Spanned<i64>>,
     #[serde(default)]
     device: Option<Spanned<String>>,
+    #[serde(default)]
+    executor: Option<Executor>,
+    #[serde(default)]
+    slurm: Option<RawSlurm>,
+}
+
+/// `slurm = { … }` on the pipeline (defaults) or a stage.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    cpus: Option<u32>,
+    mem: Option<String>,
+    gpus: Option<u32>,
+    time: Option<String>,
+    partition: Option<String>,
+    retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +160,10 @@ struct RawStage {
     outputs: Option<Spanned<toml::Value>>,
     #[serde(default)]
     resource: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    executor: Option<Executor>,
+    #[serde(default)]
+    slurm: Option<RawSlurm>,
 }
 
 // ---------------------------------------------------------------------------
@@ -162,6 +182,58 @@ pub struct Spec {
     pub stages: Vec<StageSpec>,
     /// The `[sweep]` table, if any (`seqpipe sweep`; `run` ignores it).
     pub sweep: Option<crate::sweep::SweepSpec>,
+    /// Where stages run unless they say otherwise (`[pipeline] executor`).
+    pub executor: Executor,
+    /// The `--set` flags applied, as written: a Slurm job rebuilds the same
+    /// plan from the spec file and these.
+    pub overrides: Vec<String>,
+}
+
+/// Where a stage runs. Placement never enters a key: a stage computed on a
+/// cluster node is the same artifact as one computed here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// In this process (or its worker), on this machine.
+    #[default]
+    Local,
+    /// As a Slurm batch job running `seqpipe job` against the same cache.
+    Slurm,
+}
+
+impl std::str::FromStr for Executor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Executor, String> {
+        match s {
+            "local" => Ok(Executor::Local),
+            "slurm" => Ok(Executor::Slurm),
+            other => Err(format!("`{other}` is not an executor (local or slurm)")),
+        }
+    }
+}
+
+/// What a stage's Slurm job asks for (`slurm = { cpus, mem, gpus, time,
+/// partition, retries }`; a stage's keys override the pipeline's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmOptions {
+    pub resources: crate::slurm::Resources,
+    /// Resubmissions of a failed job before the stage fails.
+    pub retries: u32,
+}
+
+impl SlurmOptions {
+    fn merged(base: &RawSlurm, stage: &RawSlurm) -> SlurmOptions {
+        SlurmOptions {
+            resources: crate::slurm::Resources {
+                cpus: stage.cpus.or(base.cpus),
+                mem: stage.mem.clone().or_else(|| base.mem.clone()),
+                gpus: stage.gpus.or(base.gpus),
+                time: stage.time.clone().or_else(|| base.time.clone()),
+                partition: stage.partition.clone().or_else(|| base.partition.clone()),
+            },
+            retries: stage.retries.or(base.retries).unwrap_or(0),
+        }
+    }
 }
 
 /// One `[stages.NAME]` table.
@@ -181,6 +253,10 @@ pub struct StageSpec {
     pub dir: PathBuf,
     /// Where each part was written, for error messages.
     pub at: StageLocations,
+    /// `executor = …` on the stage (`None`: the pipeline's).
+    pub executor: Option<Executor>,
+    /// Its Slurm request, merged over the pipeline's.
+    pub slurm: SlurmOptions,
 }
 
 /// Locations of a stage's parts.
@@ -321,10 +397,14 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         Some(d) => check_device(d, &source)?,
     };
 
+    let slurm_defaults = pipeline.slurm.clone().unwrap_or_default();
     let mut stages = Vec::new();
     for (name, stage) in raw.stages {
         let span = name.span();
-        stages.push((span.start, check_stage(name, stage, &source)?));
+        stages.push((
+            span.start,
+            check_stage(name, stage, &source, &slurm_defaults)?,
+        ));
     }
     stages.sort_by_key(|(start, _)| *start);
     let mut stages: Vec<StageSpec> = stages.into_iter().map(|(_, s)| s).collect();
@@ -342,6 +422,8 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         device,
         stages,
         sweep,
+        executor: pipeline.executor.unwrap_or_default(),
+        overrides: overrides.iter().map(|o| o.flag.clone()).collect(),
     })
 }
 
@@ -370,6 +452,7 @@ fn check_stage(
     name: Spanned<String>,
     stage: Spanned<RawStage>,
     source: &Source,
+    slurm_defaults: &RawSlurm,
 ) -> Result<StageSpec, SpecError> {
     let name_loc = source.location(&name.span());
     let name = name.into_inner();
@@ -441,6 +524,8 @@ fn check_stage(
         params,
         extra,
         dir: base,
+        executor: stage.executor,
+        slurm: SlurmOptions::merged(slurm_defaults, &stage.slurm.unwrap_or_default()),
     })
 }
 

@@ -5,7 +5,7 @@
 //! set, as in CI, where that is a failure.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,33 +32,7 @@ fn cluster() -> bool {
 
 fn start_cluster() -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-up.sh");
-    let state =
-        std::env::var("SEQPIPE_SLURM_STATE").unwrap_or_else(|_| "/tmp/seqpipe-slurm".into());
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(&state)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            stderr.trim()
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let conf = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.strip_prefix("export SLURM_CONF="))
-        .ok_or_else(|| format!("slurm-up.sh printed no `export SLURM_CONF=` line: {stdout:?}"))?;
-    // Every other test thread is blocked on the OnceLock while this runs, so
-    // nothing reads the environment concurrently.
-    std::env::set_var("SLURM_CONF", conf);
-    slurm::available()
+    slurm::start_test_cluster(&script)
 }
 
 fn job(name: &str, dir: &Path, script: &str) -> JobSpec {

@@ -4,6 +4,7 @@
 
 mod asha;
 pub mod gc;
+pub mod job;
 pub mod run;
 pub mod show;
 pub mod stages;

@@ -1,0 +1,311 @@
+//! Stages as Slurm jobs, through a real one-node cluster
+//! (`scripts/slurm-up.sh`): the same artifacts as a local run, cache hits
+//! without new jobs, a failed job resubmitted, Ctrl-C cancelling the jobs.
+//!
+//! Where the cluster cannot be started (not root, no apt-get) the tests say
+//! `skipped: <reason>` and pass, unless SEQPIPE_REQUIRE_SLURM is set
+//! (scripts/test.sh sets it once the cluster is up).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{command, manifest, output_hashes, ran, seqpipe, setup};
+
+fn cluster() -> bool {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm-up.sh");
+    match UP.get_or_init(|| seqpipe::slurm::start_test_cluster(&script)) {
+        Ok(()) => true,
+        Err(reason) if std::env::var_os("SEQPIPE_REQUIRE_SLURM").is_some() => {
+            panic!("SEQPIPE_REQUIRE_SLURM is set but the Slurm cluster is not up: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            false
+        }
+    }
+}
+
+/// `seqpipe ARGS --cache CACHE` in `d` (the common helpers use `d/cache`).
+fn in_cache(d: &Path, cache: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_seqpipe"))
+        .args(args)
+        .args(["--cache", cache])
+        .current_dir(d)
+        .output()
+        .unwrap()
+}
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "onslurm"
+seed = 5
+device = "cpu"
+slurm = { time = "00:10:00", mem = "1G" }
+
+[stages.synth]
+kind = "synth"
+params = { users = 120, items = 50, min_len = 5, max_len = 15 }
+
+[stages.sequences]
+kind = "sequences"
+inputs = { events = "synth.events" }
+executor = "slurm"
+
+[stages.train]
+kind = "train"
+inputs = { data = "sequences.data" }
+params = { model = "sasrec", dim = 16, layers = 1, heads = 1, epochs = 3, max_len = 12 }
+executor = "slurm"
+slurm = { cpus = 1 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train.model", data = "sequences.data" }
+"#;
+
+#[test]
+fn slurm_stages_give_the_local_artifacts_and_hit_the_cache_without_jobs() {
+    if !cluster() {
+        return;
+    }
+    let (dir, _) = setup(PIPELINE);
+    let d = dir.path();
+    let out = seqpipe(d, &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Two stages went to Slurm, each as one job; their logs were streamed.
+    assert_eq!(err.matches("submitted as Slurm job").count(), 2, "{err}");
+    assert!(
+        err.contains("[train · job "),
+        "the job's log is shown: {err}"
+    );
+    let stages = manifest(d)["stages"].as_array().unwrap().clone();
+    let job_of = |name: &str| {
+        stages.iter().find(|s| s["name"] == name).unwrap()["notes"]["slurm_job"].clone()
+    };
+    assert!(job_of("train").is_string() && job_of("sequences").is_string());
+    assert!(job_of("synth").is_null() && job_of("eval").is_null());
+    let on_slurm = output_hashes(d);
+
+    // The same pipeline computed here, in another cache: the same bytes.
+    let out = in_cache(
+        d,
+        "local-cache",
+        &["run", "p.toml", "--quiet", "--executor", "local"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = in_cache(d, "local-cache", &["show", "p.toml", "--json"]);
+    let local: serde_json::Value = serde_json::from_slice(&local.stdout).unwrap();
+    for stage in local["stages"].as_array().unwrap() {
+        let name = stage["name"].as_str().unwrap();
+        assert_eq!(stage["outputs"], on_slurm[name], "stage {name}");
+    }
+
+    // A rerun is all hits: no job is submitted.
+    let out = seqpipe(d, &["run", "p.toml", "--quiet"]);
+    assert!(out.status.success());
+    assert!(ran(d).is_empty());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("submitted"));
+}
+
+/// A command stage that fails on its first attempt and succeeds after
+/// (a node that died, say), with `retries` resubmissions allowed.
+fn flaky(retries: u32) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "flaky"
+
+[stages.once]
+kind = "command"
+shell = true
+cmd = "if [ -e tried ]; then echo ok > {{outputs.out}}/ok.txt; else touch tried; echo first attempt fails >&2; exit 3; fi"
+outputs = {{ out = "dir" }}
+executor = "slurm"
+slurm = {{ retries = {retries}, time = "00:05:00" }}
+"#
+    )
+}
+
+#[test]
+fn a_failed_job_is_resubmitted_up_to_its_retries() {
+    if !cluster() {
+        return;
+    }
+    let (dir, _) = setup(&flaky(0));
+    let d = dir.path();
+    let out = seqpipe(d, &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("FAILED (exit code 1)") && err.contains("after 1 attempt(s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("first attempt fails"),
+        "the log's tail is shown: {err}"
+    );
+
+    std::fs::remove_file(d.join("tried")).unwrap();
+    std::fs::write(d.join("p.toml"), flaky(1)).unwrap();
+    let out = seqpipe(d, &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resubmitting (1 of 1 retries used)"), "{err}");
+    assert_eq!(ran(d), ["once"]);
+}
+
+#[test]
+fn ctrl_c_cancels_the_runs_jobs() {
+    if !cluster() {
+        return;
+    }
+    let (dir, _) = setup(
+        r#"
+[pipeline]
+name = "long"
+
+[stages.wait]
+kind = "command"
+shell = true
+cmd = "sleep 300; touch {outputs.out}/done"
+outputs = { out = "dir" }
+executor = "slurm"
+"#,
+    );
+    let d = dir.path();
+    let mut run = command(d, &["run", "p.toml", "--quiet"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stderr.take().unwrap()).lines();
+    let job = loop {
+        let line = lines.next().expect("the run says it submitted").unwrap();
+        if let Some(rest) = line.split("submitted as Slurm job ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // SAFETY: sends SIGINT to our own child, as Ctrl-C in its terminal would.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let status = run.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(&format!("cancelling Slurm job {job}"))),
+        "{rest:?}"
+    );
+    // Slurm has let go of the job.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queue = Command::new("squeue")
+            .args(["-h", "-j", &job, "-o", "%T"])
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&queue.stdout).trim().to_string();
+        if state.is_empty() || state == "CANCELLED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job {job} still {state}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!d.join("cache/objects").read_dir().unwrap().any(|_| true));
+}
+
+/// A CSV without one (unquoted) column: wall-clock times differ by machine.
+fn without_column(csv: &str, name: &str) -> Vec<Vec<String>> {
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    let drop = rows[0].iter().position(|h| h == name).expect("the column");
+    rows.into_iter()
+        .map(|mut r| {
+            r.remove(drop);
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_over_slurm_ranks_as_the_local_sweep() {
+    if !cluster() {
+        return;
+    }
+    let spec = r#"
+[pipeline]
+name = "sweepy"
+seed = 2
+device = "cpu"
+
+[stages.synth]
+kind = "synth"
+params = { users = 100, items = 40, min_len = 5, max_len = 12 }
+
+[stages.sequences]
+kind = "sequences"
+inputs = { events = "synth.events" }
+
+[stages.train]
+kind = "train"
+inputs = { data = "sequences.data" }
+params = { model = "markov" }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train.model", data = "sequences.data" }
+
+[sweep]
+metric = "eval.test.ndcg@10"
+
+[sweep.grid]
+"train.model" = ["pop", "markov"]
+"#;
+    let (dir, _) = setup(spec);
+    let d = dir.path();
+    let board = |cache: &str, executor: &str| {
+        let out = in_cache(
+            d,
+            cache,
+            &[
+                "sweep",
+                "p.toml",
+                "--quiet",
+                "--parallel",
+                "2",
+                "--executor",
+                executor,
+                "--out",
+                cache,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let csv = std::fs::read_to_string(d.join(cache).join("leaderboard.csv")).unwrap();
+        without_column(&csv, "seconds")
+    };
+    let on_slurm = board("slurm-cache", "slurm");
+    let local = board("local-cache", "local");
+    assert_eq!(on_slurm, local);
+    // Every stage of both trials ran as a job: one ticket per distinct key
+    // (synth and sequences are shared: 2 + 2 × 2).
+    let tickets = std::fs::read_dir(d.join("slurm-cache/jobs"))
+        .unwrap()
+        .count();
+    assert_eq!(tickets, 6);
+}
