@@ -51,6 +51,16 @@ fi
 if SLURM_CONF="$slurm_state/slurm.conf" sinfo >/dev/null 2>&1; then
     export SEQPIPE_REQUIRE_SLURM=1
 fi
+# moto, an S3-compatible server from PyPI, for the object-store cache tests
+# (started on loopback by the tests). Once it is there they may not skip.
+if ! .venv/bin/python -c "import moto.server" >/dev/null 2>&1; then
+    echo "setup: installing moto (an S3 server) into .venv for the object-store tests"
+    .venv/bin/pip install -q "moto[server]==5.2.5" ||
+        echo "setup: moto could not be installed; the object-store tests will say they skipped"
+fi
+if .venv/bin/python -c "import moto.server" >/dev/null 2>&1; then
+    export SEQPIPE_REQUIRE_MOTO=1
+fi
 # Release profile: one build serves the tests and the binary they drive, and
 # tensor code runs at real speed.
 cargo test --release --workspace "$@"

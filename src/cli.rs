@@ -44,12 +44,41 @@ struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
-    /// Cache root folder.
+    /// The cache: a folder, or an object store shared by many machines
+    /// (`s3://bucket/prefix`, `gs://…`, `az://…`, `file:///…`; credentials
+    /// and endpoint from the service's usual environment variables).
     #[arg(long, global = true, env = "SEQPIPE_CACHE", default_value = "cache")]
-    cache: PathBuf,
-    /// Fail instead of waiting when another seqpipe process holds the cache.
+    cache: String,
+    /// With an object-store cache: this machine's working folder (stages
+    /// read and write local files; artifacts are downloaded here once).
+    #[arg(
+        long,
+        global = true,
+        env = "SEQPIPE_LOCAL_CACHE",
+        default_value = "cache",
+        value_name = "DIR"
+    )]
+    local_cache: PathBuf,
+    /// Fail instead of waiting when `gc` holds the cache (or, for `gc`, when
+    /// runs do).
     #[arg(long, global = true)]
     no_wait: bool,
+}
+
+impl Cli {
+    /// `--cache` as a local folder, or a store URL with its working folder.
+    fn cache_options(&self) -> CacheOptions {
+        let (root, remote) = if self.cache.contains("://") {
+            (self.local_cache.clone(), Some(self.cache.clone()))
+        } else {
+            (PathBuf::from(&self.cache), None)
+        };
+        CacheOptions {
+            root,
+            remote,
+            wait: !self.no_wait,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,10 +270,7 @@ fn die_quietly_on_closed_pipe() {
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let cache = CacheOptions {
-        root: cli.cache.clone(),
-        wait: !cli.no_wait,
-    };
+    let cache = cli.cache_options();
     if matches!(
         cli.command,
         Command::Status(_) | Command::Show(_) | Command::Stages { .. }

@@ -153,15 +153,24 @@ fn submit(
 ) -> Result<JobId, RemoteError> {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("seqpipe"));
     let root = std::path::absolute(cache.root()).unwrap_or_else(|_| cache.root().to_path_buf());
+    let root_arg = root.to_string_lossy().into_owned();
+    let mut command = vec![
+        exe.to_string_lossy().into_owned(),
+        "job".into(),
+        ticket_path.to_string_lossy().into_owned(),
+    ];
+    match cache.remote_url() {
+        Some(url) => command.extend([
+            "--cache".into(),
+            url.into(),
+            "--local-cache".into(),
+            root_arg,
+        ]),
+        None => command.extend(["--cache".into(), root_arg]),
+    }
     let spec = JobSpec {
         name: format!("seqpipe-{}", ticket.stage),
-        command: vec![
-            exe.to_string_lossy().into_owned(),
-            "job".into(),
-            ticket_path.to_string_lossy().into_owned(),
-            "--cache".into(),
-            root.to_string_lossy().into_owned(),
-        ],
+        command,
         workdir: ticket
             .spec
             .parent()

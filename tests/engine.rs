@@ -82,6 +82,7 @@ fn status_why(dir: &Path, registry: &Registry) -> Vec<(String, &'static str, Opt
         sets: vec![],
         cache: CacheOptions {
             root: dir.join("cache"),
+            remote: None,
             wait: true,
         },
         json: true,

@@ -17,6 +17,9 @@ use super::{io_err, CacheError};
 /// A stage key claimed for computing; released on drop.
 pub struct Claim {
     _file: File,
+    /// With a shared object store: the lease that keeps other machines
+    /// from computing the key meanwhile.
+    pub(super) _lease: Option<super::remote::Lease>,
 }
 
 /// Claims `key` under `dir`, calling `on_wait` once if someone else holds it
@@ -38,7 +41,10 @@ pub fn claim(dir: &Path, key: &str, on_wait: impl FnOnce()) -> Result<Claim, Cac
         }
         Err(TryLockError::Error(e)) => return Err(io_err("cannot lock", &path)(e)),
     }
-    Ok(Claim { _file: file })
+    Ok(Claim {
+        _file: file,
+        _lease: None,
+    })
 }
 
 #[cfg(test)]

@@ -43,19 +43,24 @@
 
 mod claim;
 mod records;
+mod remote;
 mod store;
+mod tiered;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use claim::Claim;
 use records::{write_atomic, Records};
+pub use remote::RemoteStore;
 pub use store::{hash_file, remove_tree, LocalStore};
+use tiered::TieredStore;
 
 use crate::key::{Fingerprint, Hash};
 
@@ -76,6 +81,8 @@ pub enum CacheError {
     Index { path: PathBuf, source: sled::Error },
     #[error("a record in the cache index cannot be read: {0}")]
     Record(#[from] serde_json::Error),
+    #[error("the shared cache {url}: {detail}")]
+    Remote { url: String, detail: String },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CacheError {
@@ -125,8 +132,10 @@ pub enum Access {
 /// stage records.
 pub struct Cache {
     root: PathBuf,
-    store: LocalStore,
+    store: TieredStore,
     records: Records,
+    /// The shared object store (`--cache s3://…`), if any.
+    remote: Option<Arc<RemoteStore>>,
     /// The local sled index, when this process holds it.
     _index: Option<sled::Db>,
     _lock: File,
@@ -144,6 +153,19 @@ impl Cache {
 
     /// Opens the cache with the given access.
     pub fn open_as(root: &Path, access: Access, wait: bool) -> Result<Cache, CacheError> {
+        Cache::open_shared(root, None, access, wait)
+    }
+
+    /// Opens the local working folder `root` in front of the object store
+    /// at `remote` (`s3://bucket/prefix`, `gs://…`, `az://…`, `file://…`),
+    /// or alone when `remote` is `None`.
+    pub fn open_shared(
+        root: &Path,
+        remote: Option<&str>,
+        access: Access,
+        wait: bool,
+    ) -> Result<Cache, CacheError> {
+        let remote = remote.map(RemoteStore::open).transpose()?.map(Arc::new);
         fs::create_dir_all(root).map_err(io_err("cannot create the cache folder", root))?;
         let lock = lock_root(root, access, wait)?;
         for sub in [
@@ -175,7 +197,7 @@ impl Cache {
                     source,
                 })
         };
-        let records = Records::new(root, tree("records")?);
+        let records = Records::new(root, tree("records")?, remote.clone());
         if let (Some(keys), Some(latest)) = (tree("keys")?, tree("latest")?) {
             if !keys.is_empty() {
                 // A cache from before records were files: move them out once.
@@ -185,11 +207,16 @@ impl Cache {
             }
         }
         Ok(Cache {
-            store: LocalStore {
-                objects: root.join("objects"),
-                memo: tree("memo")?,
+            store: TieredStore {
+                local: LocalStore {
+                    objects: root.join("objects"),
+                    memo: tree("memo")?,
+                },
+                remote: remote.clone(),
+                downloads: root.join("tmp").join(staging_owner()),
             },
             records,
+            remote,
             _index: index,
             root: root.to_path_buf(),
             _lock: lock,
@@ -200,7 +227,22 @@ impl Cache {
     /// or process computes it (`on_wait` is told first). The first to claim
     /// computes the stage; the others then find it cached.
     pub fn claim(&self, key: &str, on_wait: impl FnOnce()) -> Result<Claim, CacheError> {
-        claim::claim(&self.root.join("claims"), key, on_wait)
+        let mut on_wait = Some(on_wait);
+        let mut tell = || {
+            if let Some(f) = on_wait.take() {
+                f()
+            }
+        };
+        let mut claim = claim::claim(&self.root.join("claims"), key, &mut tell)?;
+        if let Some(remote) = &self.remote {
+            claim._lease = remote::lease(remote, key, &records::record_rel(key), &mut tell)?;
+        }
+        Ok(claim)
+    }
+
+    /// The shared object store's URL, if the cache has one.
+    pub fn remote_url(&self) -> Option<&str> {
+        self.remote.as_deref().map(RemoteStore::url)
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -210,13 +252,13 @@ impl Cache {
     /// the memo, so unchanged data is not read again. A file hashes like a
     /// folder holding just that file, so its name is part of the hash.
     pub fn hash_path(&self, path: &Path) -> Result<Hash, CacheError> {
-        self.store.hash_folder(path, true)
+        self.store.local.hash_folder(path, true)
     }
 
     /// The content hash of a folder, read in full (no memo): for scratch
     /// output that is about to be deleted (`seqpipe verify`).
     pub fn hash_fresh(&self, path: &Path) -> Result<Hash, CacheError> {
-        self.store.hash_folder(path, false)
+        self.store.local.hash_folder(path, false)
     }
 
     pub fn store(&self) -> &dyn ArtifactStore {
@@ -318,6 +360,12 @@ impl Cache {
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         let path = dir.join(format!("{run_id}.json"));
         write_atomic(&path, text.as_bytes())?;
+        if let Some(remote) = &self.remote {
+            remote.put(
+                &format!("runs/{pipeline}/{run_id}.json"),
+                text.clone().into_bytes(),
+            )?;
+        }
         write_atomic(&dir.join("latest.json"), text.as_bytes())?;
         Ok(path)
     }

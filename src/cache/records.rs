@@ -22,6 +22,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
+use super::remote::RemoteStore;
 use super::{io_err, CacheError, StageRecord};
 use crate::key::Hash;
 
@@ -30,31 +33,61 @@ pub struct Records {
     root: PathBuf,
     /// Local read cache of `records/` (absent without the local index).
     read_cache: Option<sled::Tree>,
+    /// The shared object store, when the cache has one: records are
+    /// written there too, and read from there when this machine has none.
+    remote: Option<Arc<RemoteStore>>,
+}
+
+/// A record's name relative to the cache root (local or remote).
+pub fn record_rel(key: &str) -> String {
+    let prefix = key.get(..2).unwrap_or("__");
+    format!("records/{prefix}/{key}.json")
+}
+
+fn latest_rel(pipeline: &str, stage: &str) -> String {
+    format!("latest/{}/{}", file_name(pipeline), file_name(stage))
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Records {
-    pub fn new(root: &Path, read_cache: Option<sled::Tree>) -> Records {
+    pub fn new(
+        root: &Path,
+        read_cache: Option<sled::Tree>,
+        remote: Option<Arc<RemoteStore>>,
+    ) -> Records {
         Records {
             root: root.to_path_buf(),
             read_cache,
+            remote,
         }
     }
 
     fn record_path(&self, key: &str) -> PathBuf {
-        let prefix = key.get(..2).unwrap_or("__");
-        self.root
-            .join("records")
-            .join(prefix)
-            .join(format!("{key}.json"))
+        self.root.join(record_rel(key))
     }
 
     fn latest_path(&self, pipeline: &str, stage: &str) -> PathBuf {
-        self.root
-            .join("latest")
-            .join(file_name(pipeline))
-            .join(file_name(stage))
+        self.root.join(latest_rel(pipeline, stage))
+    }
+
+    /// A file of the index: the local copy, else the shared store's (kept
+    /// locally from then on).
+    fn read_through(&self, rel: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let path = self.root.join(rel);
+        match fs::read(&path) {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("cannot read", &path)(e)),
+        }
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        let Some(bytes) = remote.get(rel)? else {
+            return Ok(None);
+        };
+        write_atomic(&path, &bytes)?;
+        Ok(Some(bytes))
     }
 
     /// The record for a stage key, if any. A damaged record is a miss (the
@@ -66,14 +99,10 @@ impl Records {
             .and_then(|t| t.get(key).ok().flatten());
         let bytes = match cached {
             Some(bytes) => bytes.to_vec(),
-            None => {
-                let path = self.record_path(key);
-                match fs::read(&path) {
-                    Ok(bytes) => bytes,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(io_err("cannot read", &path)(e)),
-                }
-            }
+            None => match self.read_through(&record_rel(key))? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
         };
         match serde_json::from_slice(&bytes) {
             Ok(record) => {
@@ -101,6 +130,10 @@ impl Records {
         let bytes = serde_json::to_vec(record)?;
         write_atomic(&self.record_path(key), &bytes)?;
         write_atomic(&self.latest_path(pipeline, stage), key.as_bytes())?;
+        if let Some(remote) = &self.remote {
+            remote.put(&record_rel(key), bytes.clone())?;
+            remote.put(&latest_rel(pipeline, stage), key.as_bytes().to_vec())?;
+        }
         if let Some(t) = &self.read_cache {
             let _ = t.insert(key, bytes);
         }
@@ -109,12 +142,8 @@ impl Records {
 
     /// The key of the last successful run of `pipeline/stage`.
     pub fn latest(&self, pipeline: &str, stage: &str) -> Result<Option<Hash>, CacheError> {
-        let path = self.latest_path(pipeline, stage);
-        match fs::read_to_string(&path) {
-            Ok(key) => Ok(Some(key.trim().to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("cannot read", &path)(e)),
-        }
+        let bytes = self.read_through(&latest_rel(pipeline, stage))?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).trim().to_string()))
     }
 
     /// Forgets a key (its artifacts stay until `gc`).

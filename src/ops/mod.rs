@@ -22,19 +22,32 @@ use crate::stage::Registry;
 /// Where the cache is and whether to wait for its lock.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
+    /// The local cache folder (with `remote`, this machine's working copy).
     pub root: PathBuf,
+    /// The shared object store (`s3://bucket/prefix`, …), if any.
+    pub remote: Option<String>,
     pub wait: bool,
 }
 
 impl CacheOptions {
     /// Opens the cache for a run (shared with other runs).
     pub fn open(&self) -> anyhow::Result<Cache> {
-        Ok(Cache::open(&self.root, self.wait)?)
+        Ok(Cache::open_shared(
+            &self.root,
+            self.remote.as_deref(),
+            Access::Shared,
+            self.wait,
+        )?)
     }
 
     /// Opens the cache for `gc` (alone: it waits for every run).
     pub fn open_exclusive(&self) -> anyhow::Result<Cache> {
-        Ok(Cache::open_as(&self.root, Access::Exclusive, self.wait)?)
+        Ok(Cache::open_shared(
+            &self.root,
+            self.remote.as_deref(),
+            Access::Exclusive,
+            self.wait,
+        )?)
     }
 }
 
