@@ -58,6 +58,8 @@ pub struct RawSweep {
     repeats: Option<Spanned<i64>>,
     #[serde(default)]
     halving: Option<RawHalving>,
+    #[serde(default)]
+    executor: Option<crate::spec::Executor>,
 }
 
 /// What serde reads from `[sweep.halving]`.
@@ -117,6 +119,9 @@ pub struct SweepSpec {
     pub repeats: usize,
     /// Successive halving, when asked for.
     pub halving: Option<Halving>,
+    /// Where every trial's stages run (`executor = "slurm"`), unless
+    /// `--executor` says otherwise; `None`: as the pipeline says.
+    pub executor: Option<crate::spec::Executor>,
 }
 
 /// The selection metric: a stage and a path in its `metrics.json`.
@@ -433,6 +438,7 @@ pub fn check(
         seed,
         repeats,
         halving,
+        executor: raw.executor,
     })
 }
 

@@ -81,6 +81,19 @@ pub struct Entry {
 
 /// Runs the sweep; returns the leaderboard, best first.
 pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entry>> {
+    let spec = spec::load(&cmd.spec, &[])?;
+    match spec.sweep.as_ref().and_then(|s| s.executor) {
+        // `[sweep] executor` places the trials, unless `--executor` did.
+        Some(executor) if cmd.run.executor.is_none() => {
+            let mut cmd = cmd.clone();
+            cmd.run.executor = Some(executor);
+            run_sweep(&cmd, registry)
+        }
+        _ => run_sweep(cmd, registry),
+    }
+}
+
+fn run_sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entry>> {
     let base: Vec<Override> = cmd
         .sets
         .iter()

@@ -269,28 +269,25 @@ inputs = { model = "train.model", data = "sequences.data" }
 
 [sweep]
 metric = "eval.test.ndcg@10"
+executor = "slurm"
 
 [sweep.grid]
 "train.model" = ["pop", "markov"]
 "#;
     let (dir, _) = setup(spec);
     let d = dir.path();
-    let board = |cache: &str, executor: &str| {
-        let out = in_cache(
-            d,
+    let board = |cache: &str, flags: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "p.toml",
+            "--quiet",
+            "--parallel",
+            "2",
+            "--out",
             cache,
-            &[
-                "sweep",
-                "p.toml",
-                "--quiet",
-                "--parallel",
-                "2",
-                "--executor",
-                executor,
-                "--out",
-                cache,
-            ],
-        );
+        ];
+        args.extend_from_slice(flags);
+        let out = in_cache(d, cache, &args);
         assert!(
             out.status.success(),
             "{}",
@@ -299,8 +296,10 @@ metric = "eval.test.ndcg@10"
         let csv = std::fs::read_to_string(d.join(cache).join("leaderboard.csv")).unwrap();
         without_column(&csv, "seconds")
     };
-    let on_slurm = board("slurm-cache", "slurm");
-    let local = board("local-cache", "local");
+    // `[sweep] executor = "slurm"` sends the trials to Slurm; `--executor
+    // local` keeps them here.
+    let on_slurm = board("slurm-cache", &[]);
+    let local = board("local-cache", &["--executor", "local"]);
     assert_eq!(on_slurm, local);
     // Every stage of both trials ran as a job: one ticket per distinct key
     // (synth and sequences are shared: 2 + 2 × 2).
