@@ -47,9 +47,9 @@ pub mod ops;
 pub mod progress;
 pub mod remote;
 pub mod run;
+pub mod slurm;
 pub mod spec;
 pub mod stage;
-pub mod slurm;
 pub mod sweep;
 pub mod worker;
 
