@@ -43,6 +43,10 @@
 
 mod claim;
 mod records;
+#[cfg(feature = "cloud")]
+mod remote;
+#[cfg(not(feature = "cloud"))]
+#[path = "no_remote.rs"]
 mod remote;
 mod store;
 mod tiered;
