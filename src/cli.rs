@@ -25,6 +25,9 @@ Examples:
   seqpipe show pipelines/quickstart.toml                last run's results and artifacts
   seqpipe verify pipelines/quickstart.toml              recompute cached stages, compare bit for bit
   seqpipe stages                                        every stage kind and its params
+  seqpipe run pipelines/ml100k.toml --executor slurm    every stage as a Slurm job (shared cache)
+  seqpipe run pipelines/ml100k.toml --cache s3://bucket/exp
+                                                        a cache shared by many machines
 
 A pipeline is a TOML file of [stages.NAME] tables, each with a `kind`, its
 `params`, and `inputs` naming other stages' outputs as \"<stage>.<output>\".
