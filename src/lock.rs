@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::Plan;
@@ -81,11 +82,19 @@ pub fn write(spec: &Path, lock: &LockFile) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let path = path_for(spec);
-    let tmp = path.with_extension("lock.tmp");
+    // Two runs of one spec may finish together (they share the cache): each
+    // writes its own temporary file, and the last rename wins with a whole
+    // lock file (both hold the same results).
+    static TEMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("lock.{}-{n}.tmp", std::process::id()));
     let mut text = serde_json::to_string_pretty(lock)?;
     text.push('\n');
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)?;
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot rename {} to {}", tmp.display(), path.display())
+    })?;
     Ok(true)
 }
 
