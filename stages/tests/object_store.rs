@@ -47,8 +47,15 @@ fn start_server() -> Result<Server, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // A static is never dropped, so the server cannot be killed from here:
+    // a shell holds our pipe open and kills it once the pipe closes (this
+    // test binary exited, however it ended).
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & s=$!; cat >/dev/null; kill $s"#)
+        .arg(&bin)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
