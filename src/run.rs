@@ -551,19 +551,18 @@ fn run_one(
 /// Where stage `i` runs: `--executor`, else the stage's `executor`, else
 /// the pipeline's.
 fn executor_of(shared: &Shared<'_>, i: usize) -> Executor {
-    let name = &shared.plan.stages[i].name;
-    let own = shared
-        .plan
-        .spec
-        .stages
-        .iter()
-        .find(|s| &s.name == name)
-        .and_then(|s| s.executor);
+    let own = stage_spec(shared.plan, i).and_then(|s| s.executor);
     shared
         .options
         .executor
         .or(own)
         .unwrap_or(shared.plan.spec.executor)
+}
+
+/// What the spec file says of stage `i` (its placement keys).
+fn stage_spec(plan: &Plan, i: usize) -> Option<&crate::spec::StageSpec> {
+    let name = &plan.stages[i].name;
+    plan.spec.stages.iter().find(|s| &s.name == name)
 }
 
 /// A tensor stage running here: one at a time (a Slurm job has its node).
@@ -575,11 +574,7 @@ fn local_tensor(shared: &Shared<'_>, i: usize) -> bool {
 fn run_as_job(shared: &Shared<'_>, i: usize, key: &str, mut report: StageReport) -> StageReport {
     let plan = shared.plan;
     let name = &plan.stages[i].name;
-    let slurm = plan
-        .spec
-        .stages
-        .iter()
-        .find(|s| &s.name == name)
+    let slurm = stage_spec(plan, i)
         .map(|s| s.slurm.clone())
         .unwrap_or_default();
     let ticket = crate::remote::Ticket {

@@ -138,8 +138,6 @@ pub struct Cache {
     root: PathBuf,
     store: TieredStore,
     records: Records,
-    /// The shared object store (`--cache s3://…`), if any.
-    remote: Option<Arc<RemoteStore>>,
     /// The local sled index, when this process holds it.
     _index: Option<sled::Db>,
     _lock: File,
@@ -216,11 +214,10 @@ impl Cache {
                     objects: root.join("objects"),
                     memo: tree("memo")?,
                 },
-                remote: remote.clone(),
+                remote,
                 downloads: root.join("tmp").join(staging_owner()),
             },
             records,
-            remote,
             _index: index,
             root: root.to_path_buf(),
             _lock: lock,
@@ -238,7 +235,7 @@ impl Cache {
             }
         };
         let mut claim = claim::claim(&self.root.join("claims"), key, &mut tell)?;
-        if let Some(remote) = &self.remote {
+        if let Some(remote) = &self.store.remote {
             claim._lease = remote::lease(remote, key, &records::record_rel(key), &mut tell)?;
         }
         Ok(claim)
@@ -246,8 +243,9 @@ impl Cache {
 
     /// The shared object store's URL, if the cache has one.
     pub fn remote_url(&self) -> Option<&str> {
-        self.remote.as_deref().map(RemoteStore::url)
+        self.store.remote.as_deref().map(RemoteStore::url)
     }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -364,7 +362,7 @@ impl Cache {
         fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         let path = dir.join(format!("{run_id}.json"));
         write_atomic(&path, text.as_bytes())?;
-        if let Some(remote) = &self.remote {
+        if let Some(remote) = &self.store.remote {
             remote.put(
                 &format!("runs/{pipeline}/{run_id}.json"),
                 text.clone().into_bytes(),

@@ -11,7 +11,7 @@ use crate::graph;
 use crate::progress::Progress;
 use crate::remote::Ticket;
 use crate::run::{self, Outcome, RunOptions};
-use crate::spec::{self, Executor, Override};
+use crate::spec::Executor;
 use crate::stage::Registry;
 
 /// Runs the ticket's stage; `Err` if it failed or its key is not the one the
@@ -21,12 +21,7 @@ pub fn job(ticket_path: &Path, cache: &CacheOptions, registry: &Registry) -> any
         .with_context(|| format!("cannot read the job ticket {}", ticket_path.display()))?;
     let ticket: Ticket = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a job ticket", ticket_path.display()))?;
-    let overrides = ticket
-        .overrides
-        .iter()
-        .map(|s| Override::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut spec = spec::load(&ticket.spec, &overrides)?;
+    let mut spec = super::load_spec(&ticket.spec, &ticket.overrides)?;
     spec.seed = ticket.seed;
     spec.device = ticket.device.clone();
     let plan = graph::resolve(spec, registry)?;

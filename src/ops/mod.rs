@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::{Access, Cache};
 use crate::graph::{self, Plan};
-use crate::spec::{self, Override};
+use crate::spec::{self, Override, Spec};
 use crate::stage::Registry;
 
 /// Where the cache is and whether to wait for its lock.
@@ -32,33 +32,32 @@ pub struct CacheOptions {
 impl CacheOptions {
     /// Opens the cache for a run (shared with other runs).
     pub fn open(&self) -> anyhow::Result<Cache> {
-        Ok(Cache::open_shared(
-            &self.root,
-            self.remote.as_deref(),
-            Access::Shared,
-            self.wait,
-        )?)
+        self.open_as(Access::Shared)
     }
 
     /// Opens the cache for `gc` (alone: it waits for every run).
     pub fn open_exclusive(&self) -> anyhow::Result<Cache> {
-        Ok(Cache::open_shared(
-            &self.root,
-            self.remote.as_deref(),
-            Access::Exclusive,
-            self.wait,
-        )?)
+        self.open_as(Access::Exclusive)
+    }
+
+    fn open_as(&self, access: Access) -> anyhow::Result<Cache> {
+        let remote = self.remote.as_deref();
+        Ok(Cache::open_shared(&self.root, remote, access, self.wait)?)
     }
 }
 
 /// Reads the spec, applies `--set` flags and resolves the DAG.
 pub fn load_plan(path: &Path, sets: &[String], registry: &Registry) -> anyhow::Result<Plan> {
+    Ok(graph::resolve(load_spec(path, sets)?, registry)?)
+}
+
+/// Reads the spec and applies `--set` flags (`STAGE.PARAM=VALUE`).
+pub fn load_spec(path: &Path, sets: &[String]) -> anyhow::Result<Spec> {
     let overrides = sets
         .iter()
         .map(|s| Override::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let spec = spec::load(path, &overrides)?;
-    Ok(graph::resolve(spec, registry)?)
+    Ok(spec::load(path, &overrides)?)
 }
 
 /// Files named `summary.txt` in a stage's outputs are printed after a run and

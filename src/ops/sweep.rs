@@ -81,19 +81,6 @@ pub struct Entry {
 
 /// Runs the sweep; returns the leaderboard, best first.
 pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entry>> {
-    let spec = spec::load(&cmd.spec, &[])?;
-    match spec.sweep.as_ref().and_then(|s| s.executor) {
-        // `[sweep] executor` places the trials, unless `--executor` did.
-        Some(executor) if cmd.run.executor.is_none() => {
-            let mut cmd = cmd.clone();
-            cmd.run.executor = Some(executor);
-            run_sweep(&cmd, registry)
-        }
-        _ => run_sweep(cmd, registry),
-    }
-}
-
-fn run_sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entry>> {
     let base: Vec<Override> = cmd
         .sets
         .iter()
@@ -112,6 +99,17 @@ fn run_sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
             ),
         }
         .into());
+    };
+    // `[sweep] executor` places the trials, unless `--executor` did.
+    let placed;
+    let cmd = match sweep.executor {
+        Some(executor) if cmd.run.executor.is_none() => {
+            let mut with = cmd.clone();
+            with.run.executor = Some(executor);
+            placed = with;
+            &placed
+        }
+        _ => cmd,
     };
     let base_seed = spec.seed;
     let plan = graph::resolve(spec, registry)?;

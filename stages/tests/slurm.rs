@@ -31,14 +31,9 @@ fn cluster() -> bool {
     }
 }
 
-/// `seqpipe ARGS --cache CACHE` in `d` (the common helpers use `d/cache`).
+/// `seqpipe ARGS --cache d/CACHE` in `d` (a second cache beside `d/cache`).
 fn in_cache(d: &Path, cache: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_seqpipe"))
-        .args(args)
-        .args(["--cache", cache])
-        .current_dir(d)
-        .output()
-        .unwrap()
+    common::command_with_cache(d, cache, args).output().unwrap()
 }
 
 const PIPELINE: &str = r#"

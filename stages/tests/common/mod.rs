@@ -11,10 +11,15 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// The `seqpipe` command, run in `dir` against `dir/cache`.
 pub fn command(dir: &Path, args: &[&str]) -> Command {
+    command_with_cache(dir, "cache", args)
+}
+
+/// The `seqpipe` command, run in `dir` against the cache folder `dir/<cache>`.
+pub fn command_with_cache(dir: &Path, cache: &str, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_seqpipe"));
     c.args(args)
         .arg("--cache")
-        .arg(dir.join("cache"))
+        .arg(dir.join(cache))
         .current_dir(dir);
     c
 }
