@@ -26,6 +26,8 @@ Examples:
   seqpipe verify pipelines/quickstart.toml              recompute cached stages, compare bit for bit
   seqpipe stages                                        every stage kind and its params
   seqpipe run pipelines/ml100k.toml --executor slurm    every stage as a Slurm job (shared cache)
+  seqpipe sweep pipelines/sweep.toml --executor slurm --parallel 16
+                                                        trials as a Slurm job array, 16 at once
   seqpipe run pipelines/ml100k.toml --cache s3://bucket/exp
                                                         a cache shared by many machines
 
@@ -197,8 +199,9 @@ struct SweepArgs {
     /// Folder for leaderboard.csv and leaderboard.md [default: <cache>/sweeps/<pipeline>].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Where every trial's stages run, overriding the spec's `executor`
-    /// keys: `local`, or `slurm` (with --parallel N, N trials' jobs at once).
+    /// Where trials run, overriding `[sweep] executor`: `local`, or `slurm`
+    /// (each trial a task of a Slurm job array, N at once with --parallel N;
+    /// resources from `[sweep] slurm = { … }`).
     #[arg(long, value_name = "local|slurm")]
     executor: Option<Executor>,
     /// No progress bars or leaderboard on the terminal.

@@ -70,6 +70,24 @@ impl Plan {
         }
         seen
     }
+
+    /// A hash of what the plan computes short of input data: the seed and
+    /// every stage's name, kind, kind version, params and wiring. Two plans
+    /// with the same fingerprint compute the same keys from the same data
+    /// (a sweep finds duplicate trials with it, and a Slurm job checks that
+    /// its node rebuilt the plan it was sent).
+    pub fn fingerprint(&self) -> String {
+        let stages: Vec<serde_json::Value> = self
+            .stages
+            .iter()
+            .map(|s| {
+                let info = s.kind.info();
+                serde_json::json!([s.name, info.kind, info.version, s.params, s.inputs, s.paths])
+            })
+            .collect();
+        let text = serde_json::json!({ "seed": self.spec.seed, "stages": stages }).to_string();
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
 }
 
 fn error(location: &Location, key: String, message: String, help: Option<String>) -> SpecError {

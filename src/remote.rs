@@ -1,21 +1,26 @@
-//! Running one stage as a Slurm job.
+//! Running work as Slurm jobs: one stage as one job, or sweep trials as
+//! one job array.
 //!
 //! The submitting run writes a [`Ticket`] — the spec file, the `--set` flags,
-//! seed, device, the stage and the key it expects — into
-//! `<cache>/jobs/<key>/`, and submits `seqpipe job TICKET --cache ROOT` with
-//! the stage's resources. On the node, `seqpipe job` rebuilds the same plan
-//! and runs that one stage locally against the shared cache (its inputs are
-//! there already), refusing to record anything if the key it computes is not
-//! the one expected (the spec file differs on the node). The submitter
-//! follows the job, prints its log as it grows, resubmits a failed job up to
-//! `retries` times, then reads the stage's record from the cache like any
-//! other hit.
+//! seed, device, and the [`Work`]: a stage and the key it expects, or a
+//! whole trial and its plan's fingerprint — and submits `seqpipe job TICKET
+//! --cache ROOT` with the resources asked for. On the node, `seqpipe job`
+//! rebuilds the same plan and computes locally against the shared cache,
+//! refusing work whose key or fingerprint is not the one expected (the spec
+//! file differs on the node). The submitter follows the job, prints its log
+//! as it grows, resubmits a failed job (or only an array's failed tasks) up
+//! to `retries` times, then reads the results from the cache like any other
+//! hit.
+//!
+//! A stage's ticket lives at `<cache>/jobs/<key>/ticket.json`; an array's
+//! tickets at `<cache>/jobs/array-<hash>/<task>.json`, where the node picks
+//! its own by `SLURM_ARRAY_TASK_ID`.
 //!
 //! Ctrl-C (SIGINT) or SIGTERM cancels every job this process has in Slurm
 //! before the process dies as it would have: once a job is submitted, a
 //! watcher thread owns those signals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,27 +44,93 @@ pub struct Ticket {
     pub overrides: Vec<String>,
     pub seed: u64,
     pub device: String,
-    pub stage: String,
-    /// The stage key the submitter computed.
-    pub key: Hash,
-    /// Keep the stage's checkpoints after it succeeds (sweep halving).
-    pub keep_checkpoints: bool,
-    /// Seed the stage's checkpoints from this key's (sweep halving).
-    pub inherit_checkpoints: Option<Hash>,
+    pub work: Work,
+    /// Stages whose checkpoints are kept after they succeed (sweep halving).
+    #[serde(default)]
+    pub keep_checkpoints: BTreeSet<String>,
+    /// Stage → the key whose checkpoints seed it (sweep halving).
+    #[serde(default)]
+    pub inherit_checkpoints: BTreeMap<String, Hash>,
 }
 
-/// A stage's Slurm job that did not end well.
+/// What a job computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    /// One stage, whose inputs are cached; `key` is what the submitter computed.
+    Stage { stage: String, key: Hash },
+    /// Every stage of a sweep trial's plan; `fingerprint` is the submitter's
+    /// [`crate::graph::Plan::fingerprint`] of it.
+    Trial { trial: usize, fingerprint: String },
+}
+
+impl Work {
+    /// How messages name it: "stage `train`", "sweep trial 3".
+    pub fn describe(&self) -> String {
+        match self {
+            Work::Stage { stage, .. } => format!("stage `{stage}`"),
+            Work::Trial { trial, .. } => format!("sweep trial {trial}"),
+        }
+    }
+
+    /// How its log lines are tagged: "train", "trial 3".
+    pub fn tag(&self) -> String {
+        match self {
+            Work::Stage { stage, .. } => stage.clone(),
+            Work::Trial { trial, .. } => format!("trial {trial}"),
+        }
+    }
+}
+
+/// What an array task reports back beside the cache: which of the trial's
+/// stages it computed and how long the trial took on its node (the
+/// submitter's own pass over the trial finds them all cached).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub ran: Vec<String>,
+    pub cached: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Where the task holding `ticket_path` writes its [`TaskReport`].
+pub fn task_report_path(ticket_path: &Path) -> PathBuf {
+    let name = ticket_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ticket_path.with_file_name(format!("report-{name}"))
+}
+
+/// A task of a job array that succeeded: its id and its report.
+#[derive(Debug, Clone)]
+pub struct ArrayTask {
+    pub job: JobId,
+    /// `None` when the task wrote none (or it cannot be read).
+    pub report: Option<TaskReport>,
+}
+
+/// The device a job asks for: `cuda:N` names a GPU of the submitting
+/// machine; on the node, the job's allocation decides which GPU it gets.
+pub fn node_device(device: &str) -> String {
+    match device {
+        d if d.starts_with("cuda:") => "cuda".to_string(),
+        d => d.to_string(),
+    }
+}
+
+/// A Slurm job that did not end well; `what` names its work ("stage
+/// `train`", "sweep trial 3").
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("cannot submit stage `{stage}` to Slurm: {source}")]
+    #[error("cannot submit {what} to Slurm: {source}")]
     Slurm {
-        stage: String,
+        what: String,
         #[source]
         source: slurm::SlurmError,
     },
-    #[error("stage `{stage}`: Slurm job {job} {reason} (after {attempts} attempt(s)); its log {}:\n{tail}", log.display())]
+    #[error("{what}: Slurm job {job} {reason} (after {attempts} attempt(s)); its log {}:\n{tail}", log.display())]
     JobFailed {
-        stage: String,
+        what: String,
         job: JobId,
         reason: String,
         attempts: u32,
@@ -77,7 +148,7 @@ pub enum RemoteError {
 /// How often the submitter asks Slurm about its jobs.
 const POLL: Duration = Duration::from_millis(500);
 
-/// Runs `ticket`'s stage as a Slurm job (resubmitting on failure) and
+/// Runs `ticket`'s work as one Slurm job (resubmitting on failure) and
 /// returns the id of the job that succeeded; its result is then in `cache`.
 pub fn run_as_job(
     cache: &Cache,
@@ -85,7 +156,12 @@ pub fn run_as_job(
     options: &SlurmOptions,
     progress: &Progress,
 ) -> Result<JobId, RemoteError> {
-    let dir = cache.root().join("jobs").join(&ticket.key);
+    let what = ticket.work.describe();
+    let tag = ticket.work.tag();
+    let dir = cache.root().join("jobs").join(match &ticket.work {
+        Work::Stage { key, .. } => key.clone(),
+        Work::Trial { fingerprint, .. } => format!("trial-{fingerprint}"),
+    });
     let ticket_path = dir.join("ticket.json");
     write_ticket(&ticket_path, ticket)?;
     let attempts = options.retries + 1;
@@ -93,28 +169,32 @@ pub fn run_as_job(
     loop {
         attempt += 1;
         let log = dir.join(format!("attempt-{attempt}.log"));
-        let job = submit(cache, ticket, &ticket_path, &log, options)?;
+        let spec = job_spec(cache, ticket, &ticket_path, &log, options, None);
+        let job = submit(&spec, &what)?;
         progress.println(&format!(
-            "seqpipe: `{}` submitted as Slurm job {job} (log {})",
-            ticket.stage,
+            "seqpipe: {what} submitted as Slurm job {job} (log {})",
             log.display()
         ));
-        let state =
-            follow(&job, &log, &ticket.stage, progress).map_err(|source| RemoteError::Slurm {
-                stage: ticket.stage.clone(),
-                source,
-            })?;
+        let mut shown = 0u64;
+        let state = slurm::wait(&job, POLL, || {
+            print_new(&log, &mut shown, &tag, &job, progress)
+        });
+        print_new(&log, &mut shown, &tag, &job, progress);
+        forget(&job);
+        let state = state.map_err(|source| RemoteError::Slurm {
+            what: what.clone(),
+            source,
+        })?;
         match state {
             JobState::Completed => return Ok(job),
             state if attempt < attempts => progress.println(&format!(
-                "seqpipe: Slurm job {job} of `{}` {}; resubmitting ({attempt} of {} retries used)",
-                ticket.stage,
+                "seqpipe: Slurm job {job} of {what} {}; resubmitting ({attempt} of {} retries used)",
                 describe(&state),
                 options.retries
             )),
             state => {
                 return Err(RemoteError::JobFailed {
-                    stage: ticket.stage.clone(),
+                    what,
                     job,
                     reason: describe(&state),
                     attempts,
@@ -124,6 +204,108 @@ pub fn run_as_job(
             }
         }
     }
+}
+
+/// Runs every ticket as one task of a Slurm job array, at most `at_once`
+/// tasks at a time, resubmitting the failed tasks (as a smaller array) up to
+/// `options.retries` times. Returns, per ticket in order, the id of the task
+/// that succeeded (`ARRAY_TASK`) with its report, or why none did; `Err`
+/// when the array could not be written, submitted or followed at all.
+pub fn run_array(
+    cache: &Cache,
+    tickets: &[Ticket],
+    at_once: usize,
+    options: &SlurmOptions,
+    progress: &Progress,
+) -> Result<Vec<Result<ArrayTask, RemoteError>>, RemoteError> {
+    const WHAT: &str = "a sweep's job array";
+    let what = |t: u32| tickets[t as usize].work.describe();
+    let Some(first) = tickets.first() else {
+        return Ok(Vec::new());
+    };
+    let dir = cache.root().join("jobs").join(array_name(tickets));
+    for (t, ticket) in tickets.iter().enumerate() {
+        write_ticket(&dir.join(format!("{t}.json")), ticket)?;
+    }
+    let mut results: BTreeMap<u32, Result<ArrayTask, RemoteError>> = BTreeMap::new();
+    let attempts = options.retries + 1;
+    let mut pending: Vec<u32> = (0..tickets.len() as u32).collect();
+    for attempt in 1..=attempts {
+        let log = dir.join(format!("attempt-{attempt}-{}.log", slurm::TASK));
+        let array = slurm::Array {
+            tasks: pending.clone(),
+            at_once: Some(at_once.max(1)),
+        };
+        let job = submit(
+            &job_spec(cache, first, &dir, &log, options, Some(array)),
+            WHAT,
+        )?;
+        progress.println(&format!(
+            "seqpipe: {} trial(s) submitted as Slurm job array {job} ({} at once; logs {})",
+            pending.len(),
+            at_once.max(1),
+            log.display()
+        ));
+        let mut shown: BTreeMap<u32, u64> = BTreeMap::new();
+        let print_all = |shown: &mut BTreeMap<u32, u64>| {
+            for &t in &pending {
+                let task = JobId(format!("{job}_{t}"));
+                let offset = shown.entry(t).or_insert(0);
+                let tag = tickets[t as usize].work.tag();
+                print_new(&slurm::task_log(&log, t), offset, &tag, &task, progress);
+            }
+        };
+        let states = slurm::wait_array(&job, &pending, POLL, || print_all(&mut shown));
+        print_all(&mut shown);
+        forget(&job);
+        let states = states.map_err(|source| RemoteError::Slurm {
+            what: WHAT.into(),
+            source,
+        })?;
+        pending.clear();
+        for (t, state) in states {
+            let task = JobId(format!("{job}_{t}"));
+            if state == JobState::Completed {
+                let report = std::fs::read(task_report_path(&dir.join(format!("{t}.json"))))
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                results.insert(t, Ok(ArrayTask { job: task, report }));
+            } else if attempt < attempts {
+                progress.println(&format!(
+                    "seqpipe: Slurm task {task} of {} {}; resubmitting ({attempt} of {} retries used)",
+                    what(t),
+                    describe(&state),
+                    options.retries
+                ));
+                pending.push(t);
+            } else {
+                let log = slurm::task_log(&log, t);
+                results.insert(
+                    t,
+                    Err(RemoteError::JobFailed {
+                        what: what(t),
+                        job: task,
+                        reason: describe(&state),
+                        attempts,
+                        tail: last_lines(&log, 12),
+                        log,
+                    }),
+                );
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+    }
+    Ok(results.into_values().collect())
+}
+
+/// `array-<hash>`: the same tickets (a rerun of the same sweep) share a
+/// folder, and their logs are found in the same place.
+fn array_name(tickets: &[Ticket]) -> String {
+    let text = serde_json::to_string(tickets).expect("tickets serialise");
+    let hash = blake3::hash(text.as_bytes()).to_hex();
+    format!("array-{}", &hash[..16])
 }
 
 fn describe(state: &JobState) -> String {
@@ -139,18 +321,21 @@ fn write_ticket(path: &Path, ticket: &Ticket) -> Result<(), RemoteError> {
         path: path.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(path.parent().expect("jobs/<key>")).map_err(err)?;
+    std::fs::create_dir_all(path.parent().expect("jobs/<name>")).map_err(err)?;
     let text = serde_json::to_string_pretty(ticket).expect("a ticket serialises");
     std::fs::write(path, text).map_err(err)
 }
 
-fn submit(
+/// The job that runs `seqpipe job TICKET` (a file, or for an array the
+/// folder of per-task tickets) against this cache, from the spec's folder.
+fn job_spec(
     cache: &Cache,
     ticket: &Ticket,
     ticket_path: &Path,
     log: &Path,
     options: &SlurmOptions,
-) -> Result<JobId, RemoteError> {
+    array: Option<slurm::Array>,
+) -> JobSpec {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("seqpipe"));
     let root = std::path::absolute(cache.root()).unwrap_or_else(|_| cache.root().to_path_buf());
     let root_arg = root.to_string_lossy().into_owned();
@@ -168,8 +353,12 @@ fn submit(
         ]),
         None => command.extend(["--cache".into(), root_arg]),
     }
-    let spec = JobSpec {
-        name: format!("seqpipe-{}", ticket.stage),
+    let name = match &ticket.work {
+        Work::Stage { stage, .. } => format!("seqpipe-{stage}"),
+        Work::Trial { .. } => "seqpipe-sweep".to_string(),
+    };
+    JobSpec {
+        name,
         command,
         workdir: ticket
             .spec
@@ -178,10 +367,15 @@ fn submit(
         log: log.to_path_buf(),
         resources: options.resources.clone(),
         env: Vec::new(),
-    };
+        array,
+    }
+}
+
+/// Submits `spec` and remembers the job, to cancel it on Ctrl-C.
+fn submit(spec: &JobSpec, what: &str) -> Result<JobId, RemoteError> {
     watch_signals();
-    let job = slurm::submit(&spec).map_err(|source| RemoteError::Slurm {
-        stage: ticket.stage.clone(),
+    let job = slurm::submit(spec).map_err(|source| RemoteError::Slurm {
+        what: what.to_string(),
         source,
     })?;
     active()
@@ -191,28 +385,22 @@ fn submit(
     Ok(job)
 }
 
-/// Waits for `job`, printing new lines of its log as they appear.
-fn follow(
-    job: &JobId,
-    log: &Path,
-    stage: &str,
-    progress: &Progress,
-) -> Result<JobState, slurm::SlurmError> {
-    let mut shown = 0u64;
-    let print_new = |shown: &mut u64| {
-        let (text, end) = read_from(log, *shown);
-        *shown = end;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            progress.println(&format!("  [{stage} · job {job}] {line}"));
-        }
-    };
-    let state = slurm::wait(job, POLL, || print_new(&mut shown));
-    print_new(&mut shown);
+/// The job has ended: nothing left to cancel.
+fn forget(job: &JobId) {
     active()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&job.0);
-    state
+}
+
+/// Prints the lines `log` gained since byte `shown`, tagged with the work
+/// and the job.
+fn print_new(log: &Path, shown: &mut u64, tag: &str, job: &JobId, progress: &Progress) {
+    let (text, end) = read_from(log, *shown);
+    *shown = end;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        progress.println(&format!("  [{tag} · job {job}] {line}"));
+    }
 }
 
 /// The complete lines of `path` after byte `from`, and where they end.

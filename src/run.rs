@@ -400,6 +400,26 @@ pub fn known_inputs(
     Ok((inputs, pending))
 }
 
+/// Whether every stage of `plan` is cached with its outputs intact, so that
+/// running it would compute nothing (a sweep on Slurm submits no task for
+/// such a trial).
+pub fn all_cached(cache: &Cache, plan: &Plan) -> Result<bool, CacheError> {
+    let mut known = BTreeMap::new();
+    for &i in &plan.order {
+        let (inputs, pending) = known_inputs(cache, plan, i, &known)?;
+        if !pending.is_empty() {
+            return Ok(false);
+        }
+        match cache.lookup(&fingerprint(plan, i, inputs).key())? {
+            Some(record) if check_outputs(cache, &record).is_none() => {
+                known.insert(i, record.outputs);
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// The content hashes of stage `i`'s inputs that are files or folders on
 /// disk (memoised by the cache, so unchanged data is not read again).
 pub fn path_input_hashes(
@@ -582,16 +602,25 @@ fn run_as_job(shared: &Shared<'_>, i: usize, key: &str, mut report: StageReport)
             .unwrap_or_else(|_| plan.spec.source.path.clone()),
         overrides: plan.spec.overrides.clone(),
         seed: plan.spec.seed,
-        // `cuda:N` names a GPU of this machine; on the node, the job's
-        // allocation decides which GPU it gets.
-        device: match plan.spec.device.as_str() {
-            d if d.starts_with("cuda:") => "cuda".to_string(),
-            d => d.to_string(),
+        device: crate::remote::node_device(&plan.spec.device),
+        work: crate::remote::Work::Stage {
+            stage: name.clone(),
+            key: key.to_string(),
         },
-        stage: name.clone(),
-        key: key.to_string(),
-        keep_checkpoints: shared.options.keep_checkpoints.contains(name),
-        inherit_checkpoints: shared.options.inherit_checkpoints.get(name).cloned(),
+        keep_checkpoints: shared
+            .options
+            .keep_checkpoints
+            .iter()
+            .filter(|s| *s == name)
+            .cloned()
+            .collect(),
+        inherit_checkpoints: shared
+            .options
+            .inherit_checkpoints
+            .iter()
+            .filter(|(s, _)| *s == name)
+            .map(|(s, k)| (s.clone(), k.clone()))
+            .collect(),
     };
     let started = Instant::now();
     let outcome = crate::remote::run_as_job(shared.cache, &ticket, &slurm, shared.progress)

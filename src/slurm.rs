@@ -17,6 +17,7 @@
 //! `scontrol` first and falls back to `sacct`; when neither knows the job the
 //! answer is [`JobState::Unknown`].
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -37,6 +38,53 @@ pub struct JobSpec {
     pub resources: Resources,
     /// Extra environment for the job, on top of the submitter's (`--export=ALL`).
     pub env: Vec<(String, String)>,
+    /// Submit a job array instead of one job: each task runs `command` with
+    /// `SLURM_ARRAY_TASK_ID` set, and `log` must hold [`TASK`] where the
+    /// task's index goes (see [`task_log`]).
+    pub array: Option<Array>,
+}
+
+/// The tasks of a job array (`--array=0-3,7%2`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    /// Task indices, each at most once.
+    pub tasks: Vec<u32>,
+    /// At most this many tasks run at once (`%N`); `None`: as Slurm allows.
+    pub at_once: Option<usize>,
+}
+
+/// The placeholder in an array's log path that becomes the task index.
+pub const TASK: &str = "{task}";
+
+/// Task `task`'s log, for an array submitted with log path `log`.
+pub fn task_log(log: &Path, task: u32) -> PathBuf {
+    PathBuf::from(log.to_string_lossy().replace(TASK, &task.to_string()))
+}
+
+/// `--array`'s value: runs of consecutive indices as ranges, then `%N`.
+pub fn array_flag(array: &Array) -> String {
+    let mut tasks = array.tasks.clone();
+    tasks.sort_unstable();
+    tasks.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < tasks.len() {
+        let mut j = i;
+        while j + 1 < tasks.len() && tasks[j + 1] == tasks[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            tasks[i].to_string()
+        } else {
+            format!("{}-{}", tasks[i], tasks[j])
+        });
+        i = j + 1;
+    }
+    let mut flag = parts.join(",");
+    if let Some(n) = array.at_once {
+        flag.push_str(&format!("%{}", n.max(1)));
+    }
+    flag
 }
 
 /// What a job asks of the scheduler; `None` leaves the site's default.
@@ -126,9 +174,15 @@ pub fn sbatch_command(spec: &JobSpec) -> Result<Sbatch, SlurmError> {
         format!("--job-name={}", spec.name).into(),
     ];
     let log = absolute(&spec.log)?;
+    let mut log_pattern = escape_filename_pattern(&log);
+    if let Some(array) = &spec.array {
+        args.push(format!("--array={}", array_flag(array)).into());
+        // `%a` is Slurm's filename pattern for the task index.
+        log_pattern = log_pattern.to_string_lossy().replace(TASK, "%a").into();
+    }
     for flag in ["--output", "--error"] {
         args.push(flag.into());
-        args.push(escape_filename_pattern(&log));
+        args.push(log_pattern.clone());
     }
     args.push("--chdir".into());
     args.push(absolute(&spec.workdir)?.into_os_string());
@@ -157,6 +211,21 @@ fn check_spec(spec: &JobSpec) -> Result<(), SlurmError> {
             "job name {:?} is empty or spans lines",
             spec.name
         )));
+    }
+    if let Some(array) = &spec.array {
+        if array.tasks.is_empty() {
+            return Err(SlurmError::Spec(format!(
+                "job array `{}` has no tasks",
+                spec.name
+            )));
+        }
+        if !spec.log.to_string_lossy().contains(TASK) {
+            return Err(SlurmError::Spec(format!(
+                "job array `{}`: its log path {} has no {TASK} for the task index",
+                spec.name,
+                spec.log.display()
+            )));
+        }
     }
     for (key, _) in &spec.env {
         let valid = !key.is_empty()
@@ -341,6 +410,106 @@ fn failure_reason(state: &str, exit_code: &str) -> String {
     }
 }
 
+/// The state of every task of job array `id` that Slurm still knows:
+/// `scontrol show job` prints a line per started task and one for the
+/// pending rest (`ArrayTaskId=2-5%2`); once the controller has purged the
+/// array, `sacct` lines (`ID_TASK|STATE|EXIT`) answer instead.
+pub fn array_states(id: &JobId) -> Result<BTreeMap<u32, JobState>, SlurmError> {
+    let mut cmd = Command::new("scontrol");
+    cmd.args(["show", "job", "-o", &id.0]);
+    match run(cmd, "scontrol show job")? {
+        Ok(stdout) => Ok(parse_scontrol_array(&stdout)),
+        Err(e) if is_invalid_job(&e) => Ok(array_states_from_sacct(id)),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_scontrol_array(stdout: &str) -> BTreeMap<u32, JobState> {
+    let mut states = BTreeMap::new();
+    for line in stdout.lines() {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        };
+        let (Some(tasks), Some(state)) = (field("ArrayTaskId"), field("JobState")) else {
+            continue;
+        };
+        let state = parse_state(state, field("ExitCode").unwrap_or(""));
+        for task in expand_tasks(tasks) {
+            states.insert(task, state.clone());
+        }
+    }
+    states
+}
+
+fn array_states_from_sacct(id: &JobId) -> BTreeMap<u32, JobState> {
+    let mut cmd = Command::new("sacct");
+    cmd.args(["-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", &id.0]);
+    let Ok(Ok(stdout)) = run(cmd, "sacct") else {
+        return BTreeMap::new();
+    };
+    parse_sacct_array(&stdout)
+}
+
+fn parse_sacct_array(stdout: &str) -> BTreeMap<u32, JobState> {
+    let mut states = BTreeMap::new();
+    for line in stdout.lines() {
+        let mut fields = line.split('|');
+        let (Some(job), Some(state)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((_, tasks)) = job.split_once('_') else {
+            continue;
+        };
+        let state = parse_state(state, fields.next().unwrap_or(""));
+        let tasks = tasks.trim_start_matches('[').trim_end_matches(']');
+        for task in expand_tasks(tasks) {
+            states.insert(task, state.clone());
+        }
+    }
+    states
+}
+
+/// `3` → [3]; `2-4,7%2` → [2, 3, 4, 7].
+fn expand_tasks(text: &str) -> Vec<u32> {
+    let list = text.split('%').next().unwrap_or("");
+    let mut tasks = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                    tasks.extend(a..=b);
+                }
+            }
+            None => tasks.extend(part.trim().parse::<u32>().ok()),
+        }
+    }
+    tasks
+}
+
+/// Polls [`array_states`] every `poll` until every task in `tasks` is
+/// finished, calling `on_tick` after each poll. A task Slurm no longer
+/// knows reads as [`JobState::Unknown`].
+pub fn wait_array(
+    id: &JobId,
+    tasks: &[u32],
+    poll: Duration,
+    mut on_tick: impl FnMut(),
+) -> Result<BTreeMap<u32, JobState>, SlurmError> {
+    loop {
+        let known = array_states(id)?;
+        let states: BTreeMap<u32, JobState> = tasks
+            .iter()
+            .map(|t| (*t, known.get(t).cloned().unwrap_or(JobState::Unknown)))
+            .collect();
+        if states.values().all(JobState::is_finished) {
+            return Ok(states);
+        }
+        on_tick();
+        std::thread::sleep(poll);
+    }
+}
+
 /// Cancels the job (`scancel`); cancelling a finished job is not an error.
 pub fn cancel(id: &JobId) -> Result<(), SlurmError> {
     let mut cmd = Command::new("scancel");
@@ -457,6 +626,7 @@ mod tests {
             log: "/work/p/logs/train.log".into(),
             resources: Resources::default(),
             env: vec![("SEQPIPE_DEVICE".into(), "cuda:0,1".into())],
+            array: None,
         }
     }
 
@@ -620,5 +790,56 @@ mod tests {
         let done = "JobId=8 JobState=COMPLETED Reason=None ExitCode=0:0 DerivedExitCode=0:0";
         assert_eq!(parse_scontrol(done), Some(JobState::Completed));
         assert_eq!(parse_scontrol("No jobs in the system"), None);
+    }
+
+    #[test]
+    fn arrays_compress_their_tasks_and_log_per_task() {
+        let array = |tasks: &[u32], at_once| Array {
+            tasks: tasks.to_vec(),
+            at_once,
+        };
+        assert_eq!(array_flag(&array(&[0, 1, 2, 3], Some(2))), "0-3%2");
+        assert_eq!(array_flag(&array(&[5, 1, 2, 9, 3], None)), "1-3,5,9");
+        assert_eq!(array_flag(&array(&[4], Some(0))), "4%1");
+        let mut spec = spec();
+        spec.log = "/l/attempt-1-{task}.log".into();
+        spec.array = Some(array(&[1, 2], Some(2)));
+        let a = args(&sbatch_command(&spec).unwrap());
+        assert_eq!(a[2], "--array=1-2%2");
+        assert_eq!(a[4], "/l/attempt-1-%a.log");
+        assert_eq!(task_log(&spec.log, 7), PathBuf::from("/l/attempt-1-7.log"));
+        spec.log = "/l/one.log".into();
+        let err = sbatch_command(&spec).unwrap_err().to_string();
+        assert!(err.contains("has no {task}"), "{err}");
+        spec.log = "/l/{task}.log".into();
+        spec.array = Some(array(&[], None));
+        assert!(matches!(sbatch_command(&spec), Err(SlurmError::Spec(_))));
+    }
+
+    #[test]
+    fn array_task_states_come_from_scontrol_and_sacct_lines() {
+        // As slurmctld 22–24 prints them: started tasks one line each, the
+        // pending rest folded into one.
+        let scontrol = "JobId=135 ArrayJobId=135 ArrayTaskId=2-3%2 JobState=PENDING ExitCode=0:0\n\
+                        JobId=138 ArrayJobId=135 ArrayTaskId=1 JobState=FAILED ExitCode=3:0\n\
+                        JobId=136 ArrayJobId=135 ArrayTaskId=0 JobState=COMPLETED ExitCode=0:0\n";
+        let states = parse_scontrol_array(scontrol);
+        assert_eq!(states.len(), 4);
+        assert_eq!(states[&0], JobState::Completed);
+        assert_eq!(
+            states[&1],
+            JobState::Failed {
+                reason: "FAILED (exit code 3)".into()
+            }
+        );
+        assert_eq!(
+            (states[&2].clone(), states[&3].clone()),
+            (JobState::Pending, JobState::Pending)
+        );
+        let sacct = "135_0|COMPLETED|0:0\n135_[4-5,7%2]|PENDING|0:0\n";
+        let states = parse_sacct_array(sacct);
+        assert_eq!(states.keys().copied().collect::<Vec<_>>(), [0, 4, 5, 7]);
+        assert_eq!(states[&7], JobState::Pending);
+        assert_eq!(expand_tasks("x"), Vec::<u32>::new());
     }
 }

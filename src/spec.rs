@@ -129,7 +129,7 @@ struct RawPipeline {
 /// `slurm = { … }` on the pipeline (defaults) or a stage.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSlurm {
+pub(crate) struct RawSlurm {
     cpus: Option<u32>,
     mem: Option<String>,
     gpus: Option<u32>,
@@ -222,7 +222,7 @@ pub struct SlurmOptions {
 }
 
 impl SlurmOptions {
-    fn merged(base: &RawSlurm, stage: &RawSlurm) -> SlurmOptions {
+    pub(crate) fn merged(base: &RawSlurm, stage: &RawSlurm) -> SlurmOptions {
         SlurmOptions {
             resources: crate::slurm::Resources {
                 cpus: stage.cpus.or(base.cpus),
@@ -410,7 +410,13 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
     let mut stages: Vec<StageSpec> = stages.into_iter().map(|(_, s)| s).collect();
     apply_overrides(&mut stages, overrides)?;
     let sweep = match raw.sweep {
-        Some(sweep) => Some(crate::sweep::check(sweep, &source, &stages, seed)?),
+        Some(sweep) => Some(crate::sweep::check(
+            sweep,
+            &source,
+            &stages,
+            seed,
+            &slurm_defaults,
+        )?),
         None => None,
     };
 

@@ -60,6 +60,8 @@ pub struct RawSweep {
     halving: Option<RawHalving>,
     #[serde(default)]
     executor: Option<crate::spec::Executor>,
+    #[serde(default)]
+    slurm: Option<crate::spec::RawSlurm>,
 }
 
 /// What serde reads from `[sweep.halving]`.
@@ -122,6 +124,9 @@ pub struct SweepSpec {
     /// Where every trial's stages run (`executor = "slurm"`), unless
     /// `--executor` says otherwise; `None`: as the pipeline says.
     pub executor: Option<crate::spec::Executor>,
+    /// What each trial's task of the sweep's Slurm job array asks for:
+    /// `[sweep] slurm = { … }` over the pipeline's `slurm` defaults.
+    pub slurm: crate::spec::SlurmOptions,
 }
 
 /// The selection metric: a stage and a path in its `metrics.json`.
@@ -248,11 +253,12 @@ fn error(at: &Location, key: String, message: String, help: Option<String>) -> S
 /// Checks the shape of `[sweep]`: stage names exist, values and ranges make
 /// sense. Whether each param exists is checked against the stage kinds by
 /// `ops::sweep` (the registry is not known here).
-pub fn check(
+pub(crate) fn check(
     raw: Spanned<RawSweep>,
     source: &Source,
     stages: &[StageSpec],
     pipeline_seed: u64,
+    slurm_defaults: &crate::spec::RawSlurm,
 ) -> Result<SweepSpec, SpecError> {
     let raw = raw.into_inner();
     let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
@@ -439,6 +445,7 @@ pub fn check(
         repeats,
         halving,
         executor: raw.executor,
+        slurm: crate::spec::SlurmOptions::merged(slurm_defaults, &raw.slurm.unwrap_or_default()),
     })
 }
 

@@ -43,6 +43,7 @@ fn job(name: &str, dir: &Path, script: &str) -> JobSpec {
         log: dir.join("job.log"),
         resources: Resources::default(),
         env: Vec::new(),
+        array: None,
     }
 }
 
@@ -87,6 +88,57 @@ fn a_job_writing_a_file_completes_with_its_log() {
     assert!(log.contains("to stderr\n"), "log: {log:?}");
     // Finished jobs stay answerable (MinJobAge) rather than turning Unknown.
     assert_eq!(slurm::state(&id).unwrap(), JobState::Completed);
+}
+
+#[test]
+fn a_job_array_runs_its_tasks_at_most_n_at_once_with_a_log_each() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Each task records its start and end; task 2 fails.
+    let script = r#"date +%s.%N > start-$SLURM_ARRAY_TASK_ID; echo "task $SLURM_ARRAY_TASK_ID";
+        sleep 1; date +%s.%N > end-$SLURM_ARRAY_TASK_ID; [ "$SLURM_ARRAY_TASK_ID" != 2 ] || exit 3"#;
+    let mut spec = job("array", dir.path(), script);
+    spec.log = dir.path().join(format!("task-{}.log", slurm::TASK));
+    spec.array = Some(slurm::Array {
+        tasks: vec![0, 1, 2, 5],
+        at_once: Some(2),
+    });
+    let id = slurm::submit(&spec).unwrap();
+    let start = Instant::now();
+    let states = slurm::wait_array(&id, &[0, 1, 2, 5], POLL, || {
+        if start.elapsed() > JOB_DEADLINE {
+            let _ = slurm::cancel(&id);
+            panic!("array {id} did not finish within {JOB_DEADLINE:?}");
+        }
+    })
+    .unwrap();
+    assert_eq!(states[&0], JobState::Completed);
+    assert_eq!(states[&1], JobState::Completed);
+    assert_eq!(states[&5], JobState::Completed);
+    assert!(
+        matches!(&states[&2], JobState::Failed { reason } if reason.contains("exit code 3")),
+        "{states:?}"
+    );
+    assert!(
+        !dir.path().join("start-3").exists(),
+        "task 3 was not asked for"
+    );
+    for task in [0, 1, 2, 5] {
+        let log = read(&slurm::task_log(&spec.log, task));
+        assert_eq!(log.trim(), format!("task {task}"));
+    }
+    // `%2`: at no moment were three tasks between their start and end.
+    let time = |name: String| -> f64 { read(&dir.path().join(name)).trim().parse().unwrap() };
+    let spans: Vec<(f64, f64)> = [0, 1, 2, 5]
+        .iter()
+        .map(|t| (time(format!("start-{t}")), time(format!("end-{t}"))))
+        .collect();
+    for &(s, _) in &spans {
+        let running = spans.iter().filter(|(a, b)| *a <= s && s < *b).count();
+        assert!(running <= 2, "{running} tasks ran at once: {spans:?}");
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod show;
 pub mod stages;
 pub mod status;
 pub mod sweep;
+mod sweep_array;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

@@ -24,7 +24,7 @@ use crate::cache::Cache;
 use crate::graph::{self, Plan};
 use crate::progress::Progress;
 use crate::run::{self, now_unix, Outcome, RunError, RunOptions, RunReport};
-use crate::spec::{self, Override, SpecError};
+use crate::spec::{self, Executor, Override, SpecError};
 use crate::stage::Registry;
 use crate::sweep::{Halving, SweepSpec, Trial};
 
@@ -129,7 +129,7 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
         let mut spec = spec::load(&cmd.spec, &overrides)?;
         spec.seed = base_seed + trial.repeat as u64;
         let plan = graph::resolve(spec, registry)?;
-        let signature = signature(&plan);
+        let signature = plan.fingerprint();
         match seen.get(&signature) {
             Some(&first) => same_as.push(Some(first)),
             None => {
@@ -243,13 +243,17 @@ fn trials_json(board: &[Entry]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Runs `which` of `jobs` — the first alone when `first_alone` (it fills
-/// the stages all trials share), the rest `--parallel` at a time.
+/// the stages all trials share), the rest `--parallel` at a time: as threads
+/// here, or as tasks of a Slurm job array when the sweep is placed there.
 fn run_batch(
     ctx: &TrialContext<'_>,
     jobs: &[Job],
     which: &[usize],
     first_alone: bool,
 ) -> BTreeMap<usize, anyhow::Result<TrialResult>> {
+    if ctx.cmd.run.executor == Some(Executor::Slurm) {
+        return super::sweep_array::run_batch_as_arrays(ctx, jobs, which, first_alone);
+    }
     let mut outcomes = BTreeMap::new();
     let rest = match which.split_first() {
         Some((&first, rest)) if first_alone => {
@@ -463,10 +467,10 @@ pub(super) fn rung_job(
 /// thread that runs it can set its device).
 pub(super) struct Job {
     pub(super) trial: Trial,
-    overrides: Vec<Override>,
-    plan: Mutex<Plan>,
+    pub(super) overrides: Vec<Override>,
+    pub(super) plan: Mutex<Plan>,
     /// The run options (a halving rung keeps and inherits checkpoints).
-    options: RunOptions,
+    pub(super) options: RunOptions,
 }
 
 /// What every trial run shares.
@@ -578,17 +582,6 @@ fn trial_overrides(base: &[Override], trial: &Trial) -> Vec<Override> {
         });
     }
     all
-}
-
-/// What makes two trials the same: every stage's canonical params (what
-/// enters its key besides inputs) and the seed.
-fn signature(plan: &Plan) -> String {
-    let stages: Vec<(&str, &serde_json::Value)> = plan
-        .stages
-        .iter()
-        .map(|s| (s.name.as_str(), &s.params))
-        .collect();
-    serde_json::json!({ "seed": plan.spec.seed, "stages": stages }).to_string()
 }
 
 fn describe(trial: &Trial) -> String {

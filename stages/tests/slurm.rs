@@ -267,7 +267,7 @@ metric = "eval.test.ndcg@10"
 executor = "slurm"
 
 [sweep.grid]
-"train.model" = ["pop", "markov"]
+"train.model" = ["pop", "markov", "itemknn"]
 "#;
     let (dir, _) = setup(spec);
     let d = dir.path();
@@ -296,10 +296,137 @@ executor = "slurm"
     let on_slurm = board("slurm-cache", &[]);
     let local = board("local-cache", &["--executor", "local"]);
     assert_eq!(on_slurm, local);
-    // Every stage of both trials ran as a job: one ticket per distinct key
-    // (synth and sequences are shared: 2 + 2 × 2).
-    let tickets = std::fs::read_dir(d.join("slurm-cache/jobs"))
+    assert_eq!(on_slurm.len(), 4, "a header and 3 trials: {on_slurm:?}");
+    // Trials went as job arrays, one task each: the first alone (it computes
+    // the shared synth and sequences), then the other two together.
+    let mut arrays: Vec<(usize, Vec<String>)> = std::fs::read_dir(d.join("slurm-cache/jobs"))
         .unwrap()
-        .count();
-    assert_eq!(tickets, 6);
+        .map(|e| e.unwrap().path())
+        .map(|dir| {
+            assert!(
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("array-"),
+                "only arrays were submitted: {}",
+                dir.display()
+            );
+            let files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            let tickets = files
+                .iter()
+                .filter(|f| f.ends_with(".json") && !f.starts_with("report-"))
+                .count();
+            let reports = files.iter().filter(|f| f.starts_with("report-")).count();
+            assert_eq!(reports, tickets, "every task reported back: {files:?}");
+            let logs: Vec<String> = files
+                .iter()
+                .filter(|f| f.ends_with(".log"))
+                .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
+                .collect();
+            (tickets, logs)
+        })
+        .collect();
+    arrays.sort_by_key(|(tickets, _)| *tickets);
+    assert_eq!(
+        arrays
+            .iter()
+            .map(|(t, l)| (*t, l.len()))
+            .collect::<Vec<_>>(),
+        [(1, 1), (2, 2)]
+    );
+    // Each task ran its whole trial on the node: the first computed all four
+    // stages, the later ones only train and eval.
+    assert!(
+        arrays[0].1[0].contains("4 stage(s), 4 computed here"),
+        "{:?}",
+        arrays[0].1
+    );
+    for log in &arrays[1].1 {
+        assert!(log.contains("4 stage(s), 2 computed here"), "{log}");
+    }
+    // A second sweep finds every trial cached and submits nothing.
+    let again = in_cache(
+        d,
+        "slurm-cache",
+        &["sweep", "p.toml", "--parallel", "2", "--out", "slurm-cache"],
+    );
+    let text = String::from_utf8_lossy(&again.stdout).to_string()
+        + &String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{text}");
+    assert!(!text.contains("submitted"), "{text}");
+}
+
+#[test]
+fn a_sweep_array_resubmits_only_its_failed_tasks() {
+    if !cluster() {
+        return;
+    }
+    // `once` fails the first time any trial runs it (a node that died, say);
+    // `[sweep] slurm = { retries = 1 }` allows one resubmission.
+    let spec = r#"
+[pipeline]
+name = "flakysweep"
+seed = 3
+device = "cpu"
+
+[stages.once]
+kind = "command"
+shell = true
+cmd = "if [ -e tried ]; then echo ok > {outputs.out}/ok.txt; else touch tried; echo first attempt fails >&2; exit 3; fi"
+outputs = { out = "dir" }
+
+[stages.synth]
+kind = "synth"
+params = { users = 60, items = 30, min_len = 5, max_len = 10 }
+
+[stages.sequences]
+kind = "sequences"
+inputs = { events = "synth.events" }
+
+[stages.train]
+kind = "train"
+inputs = { data = "sequences.data" }
+params = { model = "markov" }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train.model", data = "sequences.data" }
+
+[sweep]
+metric = "eval.test.hr@10"
+executor = "slurm"
+slurm = { retries = 1, time = "00:05:00" }
+
+[sweep.grid]
+"train.model" = ["pop", "markov"]
+"#;
+    let (dir, _) = setup(spec);
+    let d = dir.path();
+    let out = seqpipe(d, &["sweep", "p.toml", "--parallel", "2"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // The first trial's task failed once and went again alone; the second
+    // array found `once` cached and needed no retry.
+    assert_eq!(
+        text.matches("resubmitting (1 of 1 retries used)").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("Slurm task") && text.contains("of sweep trial "),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("submitted as Slurm job array").count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        text.contains("first attempt fails"),
+        "the task's log is streamed: {text}"
+    );
 }
