@@ -52,8 +52,9 @@ struct Cli {
     /// The cache: a folder, or an object store shared by many machines
     /// (`s3://bucket/prefix`, `gs://…`, `az://…`, `file:///…`; credentials
     /// and endpoint from the service's usual environment variables).
-    #[arg(long, global = true, env = "SEQPIPE_CACHE", default_value = "cache")]
-    cache: String,
+    /// [default: the spec's `[pipeline] cache`, else `cache`]
+    #[arg(long, global = true, env = "SEQPIPE_CACHE")]
+    cache: Option<String>,
     /// With an object-store cache: this machine's working folder (stages
     /// read and write local files; artifacts are downloaded here once).
     #[arg(
@@ -71,18 +72,14 @@ struct Cli {
 }
 
 impl Cli {
-    /// `--cache` as a local folder, or a store URL with its working folder.
+    /// `--cache` (a local folder, or a store URL with its working folder);
+    /// when not given, the spec's `[pipeline] cache` decides.
     fn cache_options(&self) -> CacheOptions {
-        let (root, remote) = if self.cache.contains("://") {
-            (self.local_cache.clone(), Some(self.cache.clone()))
-        } else {
-            (PathBuf::from(&self.cache), None)
-        };
-        CacheOptions {
-            root,
-            remote,
-            wait: !self.no_wait,
-        }
+        CacheOptions::new(
+            self.cache.as_deref(),
+            self.local_cache.clone(),
+            !self.no_wait,
+        )
     }
 }
 
@@ -250,8 +247,7 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     crate::worker::set_log_filter(default);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = crate::worker::log_filter(default);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

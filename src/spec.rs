@@ -124,6 +124,34 @@ struct RawPipeline {
     executor: Option<Executor>,
     #[serde(default)]
     slurm: Option<RawSlurm>,
+    #[serde(default)]
+    cache: Option<Spanned<String>>,
+}
+
+/// `[pipeline] cache`: a folder, or a URL of a store seqpipe can open.
+fn check_cache(cache: &Spanned<String>, source: &Source) -> Result<String, SpecError> {
+    let text = cache.get_ref().trim();
+    let bad = |message: String, help: &str| SpecError {
+        location: source.location(&cache.span()),
+        key: "pipeline.cache".into(),
+        message,
+        help: Some(help.into()),
+    };
+    if text.is_empty() {
+        return Err(bad(
+            "is empty".into(),
+            "name a folder (relative to this file) or a store URL such as s3://bucket/prefix",
+        ));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        if !["s3", "gs", "az", "file"].contains(&scheme) {
+            return Err(bad(
+                format!("`{scheme}://` is not a cache store seqpipe knows"),
+                "use s3://, gs://, az:// or file://, or a folder",
+            ));
+        }
+    }
+    Ok(text.to_string())
 }
 
 /// `slurm = { … }` on the pipeline (defaults) or a stage.
@@ -184,6 +212,10 @@ pub struct Spec {
     pub sweep: Option<crate::sweep::SweepSpec>,
     /// Where stages run unless they say otherwise (`[pipeline] executor`).
     pub executor: Executor,
+    /// `[pipeline] cache`: the cache to use when `--cache` (or
+    /// `SEQPIPE_CACHE`) does not name one — a folder (relative to the spec
+    /// file) or a store URL. Not part of any key.
+    pub cache: Option<String>,
     /// The `--set` flags applied, as written: a Slurm job rebuilds the same
     /// plan from the spec file and these.
     pub overrides: Vec<String>,
@@ -397,6 +429,10 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         Some(d) => check_device(d, &source)?,
     };
 
+    let cache = match &pipeline.cache {
+        None => None,
+        Some(c) => Some(check_cache(c, &source)?),
+    };
     let slurm_defaults = pipeline.slurm.clone().unwrap_or_default();
     let mut stages = Vec::new();
     for (name, stage) in raw.stages {
@@ -429,6 +465,7 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         stages,
         sweep,
         executor: pipeline.executor.unwrap_or_default(),
+        cache,
         overrides: overrides.iter().map(|o| o.flag.clone()).collect(),
     })
 }

@@ -96,8 +96,8 @@ pub fn delegate(program: &Path, kind: &str, ctx: &mut StageContext<'_>) -> anyho
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if std::env::var_os("RUST_LOG").is_none() {
-        if let Some(filter) = LOG_FILTER.get() {
-            command.env("RUST_LOG", filter);
+        if let Some(level) = LOG_FILTER.get() {
+            command.env("RUST_LOG", directives(level));
         }
     }
     die_with_parent(&mut command);
@@ -231,9 +231,34 @@ fn serve_request(
     Ok(ctx.notes)
 }
 
+/// Log targets whose warnings are noise to a pipeline's user, kept to errors
+/// unless `RUST_LOG` says otherwise. DataFusion 52 warns for each spilled
+/// batch whose size exceeds its estimate (apache/datafusion#17340): hundreds
+/// of lines for one bounded sort whose result is right.
+const QUIET_TARGETS: &[&str] = &["datafusion_physical_plan::spill=error"];
+
+/// The log filter for `level` (`warn`, `info`, …): `RUST_LOG` when set,
+/// else `level` with [`QUIET_TARGETS`] kept quiet.
+pub fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter(level))
+}
+
+fn default_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new(directives(level))
+}
+
+/// `level` and the quiet targets, in `RUST_LOG` syntax.
+fn directives(level: &str) -> String {
+    let mut directives = level.to_string();
+    for target in QUIET_TARGETS {
+        directives.push(',');
+        directives.push_str(target);
+    }
+    directives
+}
+
 fn init_worker_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = log_filter("warn");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -243,6 +268,44 @@ fn init_worker_logging() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn datafusion_spill_warnings_are_filtered_but_not_errors_or_ours() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(super::default_filter("warn"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "datafusion_physical_plan::spill", "batch exceeds the expected limit");
+            tracing::error!(target: "datafusion_physical_plan::spill", "spill file lost");
+            tracing::warn!(target: "datafusion_physical_plan::sorts", "other warning");
+            tracing::warn!(target: "seqpipe::run", "our warning");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("expected limit"), "{text}");
+        for kept in ["spill file lost", "other warning", "our warning"] {
+            assert!(text.contains(kept), "{kept} missing: {text}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -80,11 +80,11 @@ fn status_why(dir: &Path, registry: &Registry) -> Vec<(String, &'static str, Opt
     let cmd = StatusCommand {
         spec: dir.join("p.toml"),
         sets: vec![],
-        cache: CacheOptions {
-            root: dir.join("cache"),
-            remote: None,
-            wait: true,
-        },
+        cache: CacheOptions::new(
+            Some(&dir.join("cache").to_string_lossy()),
+            dir.join("cache"),
+            true,
+        ),
         json: true,
     };
     ops::status::status(&cmd, registry)

@@ -28,9 +28,53 @@ pub struct CacheOptions {
     /// The shared object store (`s3://bucket/prefix`, …), if any.
     pub remote: Option<String>,
     pub wait: bool,
+    /// Whether `--cache` or `SEQPIPE_CACHE` chose it; if not, a spec's
+    /// `[pipeline] cache` does (see [`CacheOptions::for_spec`]).
+    pub explicit: bool,
+    /// `--local-cache`: the working folder if the cache turns out to be a
+    /// store.
+    pub working: PathBuf,
 }
 
+/// Where the cache is when nothing names it.
+pub const DEFAULT_CACHE: &str = "cache";
+
 impl CacheOptions {
+    /// `cache` as given (`None`: not given, the default for now); a URL
+    /// (`scheme://…`) is the shared store, with `local` as the working folder.
+    pub fn new(cache: Option<&str>, local: PathBuf, wait: bool) -> CacheOptions {
+        let text = cache.unwrap_or(DEFAULT_CACHE);
+        let (root, remote) = if text.contains("://") {
+            (local.clone(), Some(text.to_string()))
+        } else {
+            (PathBuf::from(text), None)
+        };
+        CacheOptions {
+            root,
+            remote,
+            wait,
+            explicit: cache.is_some(),
+            working: local,
+        }
+    }
+
+    /// These options, unless they were defaulted and `spec` names its cache
+    /// (`[pipeline] cache`; a relative folder is the spec file's).
+    pub fn for_spec(&self, spec: &Spec) -> CacheOptions {
+        let Some(named) = spec.cache.as_deref().filter(|_| !self.explicit) else {
+            return self.clone();
+        };
+        let local = self.working.clone();
+        let mut options = if named.contains("://") {
+            CacheOptions::new(Some(named), local, self.wait)
+        } else {
+            let dir = spec.source.path.parent().unwrap_or(Path::new(""));
+            CacheOptions::new(Some(&dir.join(named).to_string_lossy()), local, self.wait)
+        };
+        options.explicit = false;
+        options
+    }
+
     /// Opens the cache for a run (shared with other runs).
     pub fn open(&self) -> anyhow::Result<Cache> {
         self.open_as(Access::Shared)

@@ -22,7 +22,7 @@ pub struct RunCommand {
 /// Runs the pipeline; `Err` if the spec is bad or any stage failed.
 pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
     let plan = load_plan(&cmd.spec, &cmd.sets, registry)?;
-    let cache = cmd.cache.open()?;
+    let cache = cmd.cache.for_spec(&plan.spec).open()?;
     let progress = if cmd.quiet {
         Progress::hidden()
     } else {

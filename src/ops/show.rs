@@ -20,7 +20,7 @@ pub struct ShowCommand {
 /// Prints the last run's results.
 pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
     let plan = load_plan(&cmd.spec, &[], registry)?;
-    let cache = cmd.cache.open()?;
+    let cache = cmd.cache.for_spec(&plan.spec).open()?;
     let Some(mut manifest) = cache.latest_run(&plan.spec.name)? else {
         anyhow::bail!(
             "pipeline `{}` has no recorded run in {}; run `seqpipe run {}` first",

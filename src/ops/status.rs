@@ -42,7 +42,7 @@ pub struct StageStatus {
 /// Computes every stage's status, in dependency order.
 pub fn status(cmd: &StatusCommand, registry: &Registry) -> anyhow::Result<Vec<StageStatus>> {
     let plan = load_plan(&cmd.spec, &cmd.sets, registry)?;
-    let cache = cmd.cache.open()?;
+    let cache = cmd.cache.for_spec(&plan.spec).open()?;
     let lock = crate::lock::read(&cmd.spec)?;
     // Output hashes of stages that are cached; absent = will run.
     let mut known: BTreeMap<usize, BTreeMap<String, Hash>> = BTreeMap::new();

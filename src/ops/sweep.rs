@@ -115,7 +115,7 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
     let plan = graph::resolve(spec, registry)?;
     check_against_plan(&sweep, &plan)?;
 
-    let cache = cmd.cache.open()?;
+    let cache = cmd.cache.for_spec(&plan.spec).open()?;
     let progress = if cmd.quiet {
         Progress::hidden()
     } else {

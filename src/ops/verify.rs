@@ -46,7 +46,7 @@ pub fn verify(cmd: &VerifyCommand, registry: &Registry) -> anyhow::Result<Vec<Ve
             return Err(RunError::UnknownStage(stage.clone()).into());
         }
     }
-    let cache = cmd.cache.open()?;
+    let cache = cmd.cache.for_spec(&plan.spec).open()?;
     let progress = if cmd.quiet {
         Progress::hidden()
     } else {
