@@ -99,7 +99,7 @@ enum Command {
     /// Show the last run of a pipeline: results, artifacts and their paths.
     Show(ShowArgs),
     /// Remove cached artifacts that no recorded run references.
-    Gc,
+    Gc(GcArgs),
     /// What a Slurm job runs on its node: one stage of a submitted run
     /// (written by `seqpipe run` for stages with `executor = "slurm"`).
     #[command(hide = true)]
@@ -177,6 +177,20 @@ trials continue training from their last rung's checkpoint. The sweep folder
 holds leaderboard.csv/.md and trials.json; a `report` stage with
 inputs = { sweep = \"<that folder>\" } compares every trial. `seqpipe run` on
 the same spec ignores [sweep] and runs the params as written.";
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// Also clean the shared object store of `--cache s3://…` (gs, az,
+    /// file): artifacts no run manifest in the store references, and the
+    /// stage records pointing at them.
+    #[arg(long)]
+    store: bool,
+    /// With --store: keep unreferenced artifacts younger than this (a run on
+    /// another machine uploads artifacts as it goes and its manifest at the
+    /// end). `30m`, `2h`, `0s`, …
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    grace: humantime::Duration,
+}
 
 #[derive(Debug, Args)]
 struct SweepArgs {
@@ -355,14 +369,29 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
             },
             registry,
         ),
-        Command::Gc => {
-            let r = ops::gc::gc(&cache)?;
+        Command::Gc(a) => {
+            let r = ops::gc::gc(&ops::gc::GcCommand {
+                cache,
+                store: a.store,
+                grace: a.grace.into(),
+            })?;
             println!(
                 "removed {} artifact(s), {:.1} MB; forgot {} index record(s)",
                 r.artifacts_removed,
                 r.bytes_freed as f64 / 1e6,
                 r.records_forgotten
             );
+            if let Some(s) = r.store {
+                println!(
+                    "store: removed {} artifact(s), {:.1} MB; forgot {} record(s); kept {} \
+                     unreferenced artifact(s) younger than {}",
+                    s.artifacts_removed,
+                    s.bytes_freed as f64 / 1e6,
+                    s.records_forgotten,
+                    s.young_kept,
+                    a.grace
+                );
+            }
             Ok(())
         }
         Command::Job { ticket } => ops::job::job(&ticket, &cache, registry),

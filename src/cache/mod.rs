@@ -49,6 +49,8 @@ mod remote;
 #[path = "no_remote.rs"]
 mod remote;
 mod store;
+#[cfg(feature = "cloud")]
+mod store_gc;
 mod tiered;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +123,17 @@ pub struct StageRecord {
     pub seconds: f64,
     /// Unix seconds when it finished.
     pub finished_at: u64,
+}
+
+/// What `gc --store` removed from the shared store.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreGc {
+    pub artifacts_removed: usize,
+    pub bytes_freed: u64,
+    pub records_forgotten: usize,
+    /// Unreferenced artifacts kept because they are younger than the grace
+    /// period (a run elsewhere may still be writing its manifest).
+    pub young_kept: usize,
 }
 
 /// How a command uses the cache.
@@ -242,6 +255,11 @@ impl Cache {
     }
 
     /// The shared object store's URL, if the cache has one.
+    /// Cleans the shared store (see `store_gc`); `None` without one.
+    pub fn gc_store(&self, grace: std::time::Duration) -> Result<Option<StoreGc>, CacheError> {
+        self.store.remote.as_ref().map(|r| r.gc(grace)).transpose()
+    }
+
     pub fn remote_url(&self) -> Option<&str> {
         self.store.remote.as_deref().map(RemoteStore::url)
     }

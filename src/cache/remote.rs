@@ -23,8 +23,8 @@
 //! `object_store` is async; this module owns a small tokio runtime and
 //! blocks on it, since the engine is threads and processes, not futures.
 //!
-//! `gc` cleans the local folder only; the shared store is never deleted
-//! from except for leases.
+//! Deleting from the store is `gc --store`'s alone ([`RemoteStore::gc`]);
+//! otherwise only leases are ever deleted.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,24 +251,42 @@ impl RemoteStore {
 
     /// Every object name under `rel` (relative to the prefix).
     pub fn list(&self, rel: &str) -> Result<Vec<String>, CacheError> {
+        Ok(self.list_meta(rel)?.into_iter().map(|o| o.name).collect())
+    }
+
+    /// Every object under `rel`: its name (relative to the prefix), size and
+    /// age.
+    pub fn list_meta(&self, rel: &str) -> Result<Vec<StoredObject>, CacheError> {
         let path = self.path(rel);
         let metas: Vec<object_store::ObjectMeta> = self
             .runtime
             .block_on(self.store.list(Some(&path)).try_collect())
             .map_err(|e| self.err("cannot list", rel, e))?;
         let skip = self.prefix.parts().count();
+        let now = chrono::Utc::now();
         Ok(metas
             .into_iter()
-            .map(|m| {
-                m.location
+            .map(|m| StoredObject {
+                name: m
+                    .location
                     .parts()
                     .skip(skip)
                     .map(|p| p.as_ref().to_string())
                     .collect::<Vec<_>>()
-                    .join("/")
+                    .join("/"),
+                size: m.size,
+                age: (now - m.last_modified).to_std().unwrap_or_default(),
             })
             .collect())
     }
+}
+
+/// One object of the store, as listed.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub name: String,
+    pub size: u64,
+    pub age: Duration,
 }
 
 /// A held lease on `claims/<key>`: renewed by a thread until dropped, then
