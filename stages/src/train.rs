@@ -37,11 +37,12 @@
 //! (false; a feed-forward layer of width `ffn_dim`, 0 = dim, in each block)
 //! besides the shared neural params.
 //!
-//! Loss (SASRec, GRU4Rec, Caser and GSRec): `loss` ("ce" | "bce"; "ce") —
+//! Loss (SASRec, GRU4Rec, Caser and GSRec): `loss` ("ce" | "bce" |
+//! "bce_full"; "ce") —
 //! "ce" is full-softmax cross-entropy over the whole catalogue at every
 //! predicted position; "bce" is the SASRec paper's binary cross-entropy
-//! (Kang & McAuley 2018; also the GSRec thesis' and Caser's): at every
-//! predicted position the true next item and `negatives` (1) items drawn
+//! (Kang & McAuley 2018; also Caser's): at every predicted position the
+//! true next item and `negatives` (1) items drawn
 //! uniformly, with replacement, from the catalogue minus padding and minus
 //! the items of the user's training sequence (as the authors' sampler; a
 //! user who has seen every item gets any item but the target), scored by
@@ -54,10 +55,17 @@
 //! successor rule in short chains SASRec trained so ranks the next item
 //! first for every user among the unseen items, for a third among all). `train_loss` in
 //! `training.json` is then that sampled loss, while `valid_loss` stays the
-//! full-softmax cross-entropy, comparable across losses. "bce" on another
-//! model (BERT4Rec's cloze task, pop, markov, itemknn) is refused at plan
-//! time. `loss` enters the key only when "bce", `negatives` only then and
-//! when not 1.
+//! full-softmax cross-entropy, comparable across losses. "bce_full" is
+//! binary cross-entropy with logits over the whole catalogue with a one-hot
+//! target (the GSRec thesis' `BCEWithLogitsLoss`): per predicted position
+//! `-log σ(target) - Σ log(1 - σ(other))` over every other item, the user's
+//! own included, averaged over the positions (summed over items, where
+//! PyTorch's default averages: a constant factor that Adam's normalisation
+//! mostly absorbs); it draws nothing, and with `training = "sliding"` each
+//! example is scored at its last hidden state only, as the thesis trains. "bce" or
+//! "bce_full" on another model (BERT4Rec's cloze task, pop, markov,
+//! itemknn) is refused at plan time. `loss` enters the key only when not
+//! "ce", `negatives` only under "bce" and when not 1.
 //!
 //! Training examples (SASRec, GRU4Rec, GSRec): `training` ("sequence" |
 //! "sliding"; "sequence"). "sequence" trains on each sequence's last
@@ -67,8 +75,8 @@
 //! sequence its own example — its last `max_len` items before t, left-
 //! padded, predicting item t — so long sequences train on all their
 //! items, at the cost of one example per interaction (GRU4Rec's
-//! sliding-window setup). Cross-entropy only; in the key only when
-//! "sliding".
+//! sliding-window setup). With `loss` "ce" or "bce_full"; in the key only
+//! when "sliding".
 //!
 //! Mixed precision (neural models): `precision` ("fp32" | "bf16"; "fp32").
 //! "bf16" runs training's forward passes and loss under LibTorch's bf16
@@ -341,10 +349,11 @@ pub const SCHEDULES: [&str; 3] = ["constant", "cosine", "plateau"];
 pub const STOP_METRICS: [&str; 3] = ["ndcg@10", "hr@10", "valid_loss"];
 
 /// The training losses of the neural models.
-pub const LOSSES: [&str; 2] = ["ce", "bce"];
+pub const LOSSES: [&str; 3] = ["ce", "bce", "bce_full"];
 
-/// The models `loss = "bce"` (sampled negatives) trains: the next-item
-/// models of the shared trainer. BERT4Rec's cloze task keeps its softmax.
+/// The models `loss = "bce"` (sampled negatives) and `"bce_full"` (every
+/// other item) train: the next-item models of the shared trainer.
+/// BERT4Rec's cloze task keeps its softmax.
 pub const BCE_MODELS: [&str; 4] = ["sasrec", "gru4rec", "caser", "gsrec"];
 
 pub struct Train;
@@ -400,7 +409,7 @@ impl TypedStage for Train {
                 ParamDoc { name: "early_stopping", doc: "neural models: stop after this many epochs without improving early_stopping_metric and keep the best epoch's weights (0 = off)" },
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
-                ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper); valid_loss stays ce" },
+                ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper) | bce_full (binary cross-entropy with logits over every item, one-hot target, as the GSRec thesis); valid_loss stays ce" },
                 ParamDoc { name: "training", doc: "sasrec, gru4rec, gsrec: sequence (each sequence's last max_len + 1 items, a loss at every position) | sliding (every prefix predicts its next item: one example per position)" },
                 ParamDoc { name: "preset", doc: "gru4rec: small (dim 128, hidden 256) | medium (256, 256) | large (256, 512), instead of dim and hidden" },
                 ParamDoc { name: "optimizer", doc: "neural models: adamw (decoupled weight decay) | adam (weight decay as L2 in the gradient, torch.optim.Adam's); the same without weight_decay" },
@@ -644,7 +653,7 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
     }
     if p.loss != d.loss {
         used.push("loss");
-        if p.negatives != d.negatives {
+        if p.loss == "bce" && p.negatives != d.negatives {
             used.push("negatives");
         }
     }
@@ -673,9 +682,10 @@ fn validate_training(p: &Params) -> Result<(), String> {
             SLIDING_MODELS.join(", "),
             p.model
         )),
-        "sliding" if p.loss != "ce" => {
-            Err("training: \"sliding\" takes loss = \"ce\" (each window has one target)".into())
-        }
+        "sliding" if p.loss == "bce" => Err(
+            "training: \"sliding\" takes loss = \"ce\" or \"bce_full\" (each window has one target)"
+                .into(),
+        ),
         "sliding" => Ok(()),
         other => Err(format!(
             "training: unknown training {other:?} (sequence, sliding)"
@@ -713,7 +723,7 @@ fn validate_preset(p: &Params) -> Result<(), String> {
 }
 
 /// `loss` and, under "bce", `negatives`: any model may name the default
-/// loss, but "bce" only those that train with it.
+/// loss, but "bce" and "bce_full" only those that train with them.
 fn validate_loss(p: &Params) -> Result<(), String> {
     if !LOSSES.contains(&p.loss.as_str()) {
         return Err(format!(
@@ -722,14 +732,15 @@ fn validate_loss(p: &Params) -> Result<(), String> {
             LOSSES.join(", ")
         ));
     }
+    if p.loss != "ce" && !BCE_MODELS.contains(&p.model.as_str()) {
+        return Err(format!(
+            "loss: {:?} is not available for model `{}` (only for {})",
+            p.loss,
+            p.model,
+            BCE_MODELS.join(", ")
+        ));
+    }
     if p.loss == "bce" {
-        if !BCE_MODELS.contains(&p.model.as_str()) {
-            return Err(format!(
-                "loss: \"bce\" is not available for model `{}` (only for {})",
-                p.model,
-                BCE_MODELS.join(", ")
-            ));
-        }
         positive("negatives", p.negatives as i64)?;
     }
     Ok(())
@@ -983,7 +994,13 @@ mod tests {
             loss: "bce".into(),
             ..p.clone()
         })
-        .contains(r#"takes loss = "ce""#));
+        .contains(r#"takes loss = "ce" or "bce_full""#));
+        // The full BCE has one target per window, like the cross-entropy.
+        let full = Params {
+            loss: "bce_full".into(),
+            ..p.clone()
+        };
+        assert!(Train.validate(&full).is_ok());
         assert_eq!(
             err(Params {
                 training: "prefix".into(),
@@ -1590,6 +1607,20 @@ mod tests {
                     .unwrap_err(),
                 "negatives: must be above 0, not 0"
             );
+            // "bce_full" reads no negatives: they stay out of its key, and
+            // 0 is not refused.
+            let full = Params {
+                loss: "bce_full".into(),
+                negatives: 0,
+                ..p.clone()
+            };
+            assert!(Train.validate(&full).is_ok(), "{model}");
+            let key = Train.canonical(&full);
+            assert_eq!(key["loss"], json!("bce_full"), "{model}");
+            assert!(key.get("negatives").is_none(), "{model}");
+            let mut rest = key.as_object().unwrap().clone();
+            rest.remove("loss");
+            assert_eq!(serde_json::Value::Object(rest), base, "{model}");
         }
     }
 
@@ -1606,6 +1637,16 @@ mod tests {
                 e,
                 format!(
                     "loss: \"bce\" is not available for model `{model}` (only for sasrec, gru4rec, caser, gsrec)"
+                )
+            );
+            let full = Params {
+                loss: "bce_full".into(),
+                ..p.clone()
+            };
+            assert_eq!(
+                Train.validate(&full).unwrap_err(),
+                format!(
+                    "loss: \"bce_full\" is not available for model `{model}` (only for sasrec, gru4rec, caser, gsrec)"
                 )
             );
             // The default loss is fine everywhere and changes no key.
@@ -1628,7 +1669,7 @@ mod tests {
                 ..Params::default()
             })
             .unwrap_err();
-        assert_eq!(e, r#"loss: unknown loss "bpr" (ce, bce)"#);
+        assert_eq!(e, r#"loss: unknown loss "bpr" (ce, bce, bce_full)"#);
     }
 
     #[test]

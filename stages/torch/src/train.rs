@@ -244,6 +244,7 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         "bce" => Loss::SampledBce {
             negatives: p.negatives,
         },
+        "bce_full" => Loss::FullBce,
         other => anyhow::bail!("params.loss: no implementation for loss {other:?}"),
     };
     Ok(TrainConfig {

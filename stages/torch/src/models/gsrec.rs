@@ -14,13 +14,20 @@
 //!
 //! Where this implementation deviates from the thesis:
 //!
-//! * **Loss.** The thesis trains with binary cross-entropy with logits on
-//!   sampled negatives: that is `loss = "bce"` (`negatives` per position,
-//!   drawn uniformly from the items the user's training sequence lacks,
-//!   scored by the output layer's rows for just those items). The default
-//!   is the shared trainer's full-softmax cross-entropy at every position,
-//!   as for every model here, so that GSRec compares with SASRec and
-//!   GRU4Rec on architecture alone.
+//! * **Loss.** The thesis trains the last hidden state's linear layer over
+//!   all items with binary cross-entropy with logits against the one-hot
+//!   next item: that is `loss = "bce_full"` (every item but the target a
+//!   negative; summed over items where PyTorch's default averages, a
+//!   constant factor). With `training = "sliding"` each example is scored
+//!   at its last hidden state only, as in the thesis; the default
+//!   `training = "sequence"` scores every position of a sequence at once,
+//!   which for this causal model is every prefix's last hidden state.
+//!   `loss = "bce"` is the SASRec paper's sampled variant (`negatives` per
+//!   position, drawn uniformly from the items the user's training sequence
+//!   lacks, scored by the output layer's rows for just those items). The
+//!   default is the shared trainer's full-softmax cross-entropy at every
+//!   position, as for every model here, so that GSRec compares with SASRec
+//!   and GRU4Rec on architecture alone.
 //! * **Blocks.** The attention blocks are SASRec's (pre-LN by default,
 //!   `pre_norm = false` for post-LN), sharing its code in `layers.rs`.
 //!

@@ -21,7 +21,8 @@
 //!   `embed.infonce` kind; not a next-item model).
 //!
 //! The neural models share [`trainer`] (batching, the loss — full-softmax
-//! cross-entropy, or binary cross-entropy on sampled negatives — [`optim`]'s
+//! cross-entropy, or binary cross-entropy on sampled negatives or on every
+//! item — [`optim`]'s
 //! AdamW, checkpoints and resume) through its two traits, and one scorer,
 //! [`SeqScorer`].
 

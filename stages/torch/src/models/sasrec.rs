@@ -16,7 +16,8 @@
 //!   comparisons expect. The paper's loss is `loss = "bce"` (`negatives`
 //!   per position, 1 as in the paper, drawn uniformly from the items the
 //!   user's training sequence lacks, as the authors' sampler does; scored by
-//!   dot product with the item table, [`SasRec::item_scores`]).
+//!   dot product with the item table, [`SasRec::item_scores`]);
+//!   `loss = "bce_full"` makes every item but the target a negative.
 //! * **Normalisation.** `pre_norm = true` (the default) uses the usual pre-LN
 //!   transformer block (`x + Drop(Attn(LN(x)))`, `x + Drop(FFN(LN(x)))`, final
 //!   LN). `pre_norm = false` gives the post-LN block (`LN(x + Drop(Attn(x)))`).

@@ -1,7 +1,8 @@
 //! The model-agnostic trainer: resumable, deterministic training of any
 //! [`SequenceModel`] with full-softmax cross-entropy at every real position
 //! (or, with [`Loss::SampledBce`], binary cross-entropy against sampled
-//! negatives), plus saving and loading of trained models.
+//! negatives; with [`Loss::FullBce`], against every other item), plus
+//! saving and loading of trained models.
 //!
 //! A model plugs in through two small traits. Its config implements
 //! [`ModelConfig`] (name, validation, catalogue size, history length, how
@@ -57,7 +58,11 @@
 //! `negatives` items drawn uniformly from the catalogue minus padding and
 //! minus the items of the user's training sequence ([`draw_negative`]), each
 //! scored by [`SequenceModel::item_scores`], loss `-log σ(pos) - Σ log(1 -
-//! σ(neg))` averaged over the positions ([`bce_loss`]). Validation always
+//! σ(neg))` averaged over the positions ([`bce_loss`]); or binary
+//! cross-entropy with logits over the whole catalogue, the target's label 1
+//! and every other item's 0 ([`Loss::FullBce`], [`full_bce_loss`]: the GSRec
+//! thesis' loss; it draws nothing; with `sliding` every example is scored
+//! at its last hidden state only, as the thesis trains). Validation always
 //! reports the full-softmax cross-entropy, so validation losses compare
 //! across losses.
 //!
@@ -214,7 +219,8 @@ pub struct TrainConfig {
     /// position ([`sliding_windows`]), instead of each sequence's last
     /// `max_len + 1` items with a loss at every position. For the models
     /// whose batches are plain next-item batches (SASRec, GRU4Rec, GSRec),
-    /// with the cross-entropy loss. Left out of the JSON when off.
+    /// with the cross-entropy or the full binary cross-entropy. Left out of
+    /// the JSON when off.
     #[serde(skip_serializing_if = "is_false")]
     pub sliding: bool,
 }
@@ -253,6 +259,11 @@ pub enum Loss {
     /// training items (Kang & McAuley 2018).
     #[serde(rename = "bce")]
     SampledBce { negatives: usize },
+    /// Binary cross-entropy with logits over the whole catalogue, target 1
+    /// for the true next item and 0 for every other (the GSRec thesis'
+    /// one-hot `BCEWithLogitsLoss`), summed over items ([`full_bce_loss`]).
+    #[serde(rename = "bce_full")]
+    FullBce,
 }
 
 fn is_cross_entropy(l: &Loss) -> bool {
@@ -438,7 +449,8 @@ pub struct EpochStats {
     /// Mean training loss per predicted position over the epoch (weighted
     /// by positions, computed with the weights of the moment, dropout on):
     /// the cross-entropy, or under [`Loss::SampledBce`] the sampled binary
-    /// cross-entropy, so the two are not comparable.
+    /// cross-entropy, or under [`Loss::FullBce`] the full one, so they are
+    /// not comparable across losses.
     pub train_loss: f64,
     /// The learning rate of the epoch's first batch (the cosine schedule
     /// changes it every batch; the others hold it for the epoch). 0 in
@@ -721,7 +733,7 @@ pub fn fit<C: ModelConfig>(
         "no training sequence has at least two items"
     );
     let avoid = match cfg.loss {
-        Loss::CrossEntropy => Vec::new(),
+        Loss::CrossEntropy | Loss::FullBce => Vec::new(),
         Loss::SampledBce { .. } => {
             ensure!(
                 model_cfg.num_items() >= 2,
@@ -909,14 +921,18 @@ impl<C: ModelConfig> Run<'_, C> {
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let picked: Vec<&[i64]> = chunk.iter().map(|&i| self.windows[i]).collect();
             let (batch, loss) = match cfg.loss {
-                Loss::CrossEntropy => {
+                Loss::CrossEntropy | Loss::FullBce => {
                     let batch = if cfg.sliding {
                         next_item_batch_last(&picked, 1, device)
                     } else {
                         self.model_cfg.training_batch(&picked, &mut rng, device)
                     };
                     let loss = autocast::run(cfg.precision, device, || {
-                        cross_entropy_batch_loss(model, &batch, true)
+                        if cfg.loss == Loss::FullBce {
+                            full_bce_batch_loss(model, &batch, true)
+                        } else {
+                            cross_entropy_batch_loss(model, &batch, true)
+                        }
                     });
                     (batch, loss)
                 }
@@ -1454,6 +1470,33 @@ pub fn cross_entropy_batch_loss<M: SequenceModel>(
 ) -> Tensor {
     let logits = model.item_logits(&predicted_states(model, batch, train)); // [T, num_items]
     logits.cross_entropy_loss::<Tensor>(&batch.targets, None, Reduction::Mean, -100, 0.0)
+}
+
+/// The binary cross-entropy of a batch's targets against every other item
+/// ([`full_bce_loss`]; `train`: dropout on). Only the batch's predicted
+/// positions enter, so padding contributes nothing.
+pub fn full_bce_batch_loss<M: SequenceModel>(model: &M, batch: &TrainBatch, train: bool) -> Tensor {
+    let logits = model.item_logits(&predicted_states(model, batch, train)); // [T, num_items]
+    full_bce_loss(&logits, &batch.targets)
+}
+
+/// `BCEWithLogits(logits, one_hot(targets))` summed over the items and
+/// averaged over the rows: `logits` [T, N], `targets` [T] (columns). Per
+/// row that is `-log σ(x_t) - Σ_{j≠t} log(1 - σ(x_j))`, computed as `Σ_j
+/// softplus(x_j) - x_t` (the same value, stable for any logit, and without
+/// a [T, N] one-hot). Summed rather than averaged over items (PyTorch's
+/// default) so the value reads like [`bce_loss`] with every item a
+/// negative; Adam's normalisation absorbs most of the factor N (the
+/// `clip_norm` clipping then acts at another scale). bf16 logits are
+/// summed in fp32.
+pub fn full_bce_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let x = match logits.kind() {
+        Kind::BFloat16 | Kind::Half => logits.to_kind(Kind::Float),
+        _ => logits.shallow_clone(),
+    };
+    let all = x.softplus().sum_dim_intlist(-1, false, None::<Kind>);
+    let target = x.gather(-1, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+    (all - target).mean(None::<Kind>)
 }
 
 /// The sampled binary cross-entropy of a batch ([`bce_loss`]): `negatives`
