@@ -102,7 +102,9 @@ impl Default for Params {
 
 pub struct Clean;
 
-pub const VERSION: u32 = 1;
+/// 2: ids and times written without Parquet dictionaries
+/// (`table::Dictionary::StringsOnly`): same rows, other bytes.
+pub const VERSION: u32 = 2;
 
 /// The type names `cast` accepts.
 pub const TYPE_NAMES: [&str; 11] = [
@@ -319,7 +321,8 @@ fn write_clean(
     path: &Path,
     bar: &seqpipe::progress::Bar,
 ) -> anyhow::Result<Stats> {
-    let mut writer = table::ThreadedWriter::create(path, plan.schema.clone())?;
+    let mut writer =
+        table::ThreadedWriter::create(path, plan.schema.clone(), table::Dictionary::StringsOnly)?;
     let mut stats = Stats::default();
     let mut index = 0u64;
     for file in &input.files {

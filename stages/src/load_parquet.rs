@@ -92,7 +92,9 @@ impl Default for Params {
 
 pub struct LoadParquet;
 
-pub const VERSION: u32 = 1;
+/// 2: ids and times written without Parquet dictionaries
+/// (`table::Dictionary::StringsOnly`): same rows, other bytes.
+pub const VERSION: u32 = 2;
 
 /// Rows per batch read from a partition.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -750,7 +752,8 @@ fn stream(
     // Encoding runs on its own thread, and each partition is decoded a
     // few batches ahead on another: the writer gets the same batches in
     // the same order, so the file's bytes do not change.
-    let mut writer = table::ThreadedWriter::create(out, schema.clone())?;
+    let mut writer =
+        table::ThreadedWriter::create(out, schema.clone(), table::Dictionary::StringsOnly)?;
     let mut rows = Vec::with_capacity(parts.len());
     for (part, m) in parts.iter().zip(metas) {
         let file_schema = m.meta.schema();

@@ -345,7 +345,7 @@ impl EventsWriter {
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         Ok(EventsWriter {
-            writer: table::TableWriter::create(path, schema.clone())?,
+            writer: table::TableWriter::create(path, schema.clone(), table::Dictionary::All)?,
             schema,
             users: Vec::new(),
             items: Vec::new(),

@@ -78,17 +78,16 @@ pub struct SequenceData {
     pub test: Vec<Example>,
 }
 
+/// The splits are ids only (users, item lists, targets): no dictionary
+/// (see [`table::Dictionary::StringsOnly`]).
+const SPLIT_DICTIONARY: table::Dictionary = table::Dictionary::StringsOnly;
+
 impl SequenceData {
     pub fn write(&self, dir: &Path, vocab: &[i64]) -> anyhow::Result<()> {
-        let users: Vec<i64> = self.train.iter().map(|(u, _)| *u).collect();
-        let items: Vec<Vec<i64>> = self.train.iter().map(|(_, s)| s.clone()).collect();
-        table::write(
-            &dir.join("train.parquet"),
-            &table::batch(vec![
-                ("user", Arc::new(Int64Array::from(users))),
-                ("items", table::lists_array(&items)),
-            ])?,
-        )?;
+        // One after another: written side by side they took no less time
+        // on two busy cores and held every split's arrays at once (3.7 →
+        // 4.6 GB at 60M events).
+        self.write_train(&dir.join("train.parquet"))?;
         write_examples(&dir.join("valid.parquet"), &self.valid)?;
         write_examples(&dir.join("test.parquet"), &self.test)?;
         let index: Vec<i64> = (1..=vocab.len() as i64).collect();
@@ -104,6 +103,19 @@ impl SequenceData {
             serde_json::to_vec_pretty(&self.meta)?,
         )?;
         Ok(())
+    }
+
+    fn write_train(&self, path: &Path) -> anyhow::Result<()> {
+        let users: Vec<i64> = self.train.iter().map(|(u, _)| *u).collect();
+        let items = self.train.iter().map(|(_, s)| s.as_slice());
+        table::write_with(
+            path,
+            &table::batch(vec![
+                ("user", Arc::new(Int64Array::from(users))),
+                ("items", table::lists_array(items)),
+            ])?,
+            SPLIT_DICTIONARY,
+        )
     }
 
     pub fn read(dir: &Path) -> anyhow::Result<SequenceData> {
@@ -129,15 +141,16 @@ impl SequenceData {
 
 fn write_examples(path: &Path, examples: &[Example]) -> anyhow::Result<()> {
     let users: Vec<i64> = examples.iter().map(|e| e.user).collect();
-    let histories: Vec<Vec<i64>> = examples.iter().map(|e| e.history.clone()).collect();
+    let histories = examples.iter().map(|e| e.history.as_slice());
     let targets: Vec<i64> = examples.iter().map(|e| e.target).collect();
-    table::write(
+    table::write_with(
         path,
         &table::batch(vec![
             ("user", Arc::new(Int64Array::from(users))),
-            ("history", table::lists_array(&histories)),
+            ("history", table::lists_array(histories)),
             ("target", Arc::new(Int64Array::from(targets))),
         ])?,
+        SPLIT_DICTIONARY,
     )
 }
 

@@ -176,7 +176,7 @@ impl TypedStage for Sql {
                 .with_context(|| format!("cannot write {}", plan_path.display()))?;
             let mut stream = execute_stream(physical.clone(), session.task_ctx())?;
             let schema = utf8_schema(&stream.schema());
-            let mut writer = TableWriter::create(&out, schema.clone())?;
+            let mut writer = TableWriter::create(&out, schema.clone(), table::Dictionary::All)?;
             while let Some(batch) = stream.next().await {
                 let batch = batch.context("the query failed while running")?;
                 writer.write(&to_utf8(&batch, &schema)?)?;

@@ -42,7 +42,7 @@ pub(super) fn write_edges(
     degree: &mut [u64],
 ) -> anyhow::Result<BTreeMap<String, EdgeSummary>> {
     let schema = edge_schema();
-    let mut writer = table::TableWriter::create(path, schema.clone())?;
+    let mut writer = table::TableWriter::create(path, schema.clone(), table::Dictionary::All)?;
     let mut summaries = BTreeMap::new();
     for (ty, pairs) in counted {
         let total = pairs.0.len() as u64;
@@ -113,7 +113,7 @@ pub(super) fn write_items(path: &Path, items: &Items, degree: &[u64]) -> anyhow:
         Field::new("occurrences", DataType::Int64, false),
         Field::new("degree", DataType::Int64, false),
     ]));
-    let mut writer = table::TableWriter::create(path, schema.clone())?;
+    let mut writer = table::TableWriter::create(path, schema.clone(), table::Dictionary::All)?;
     let n = items.ids.len();
     for start in (0..n).step_by(CHUNK) {
         let range = start..(start + CHUNK).min(n);

@@ -26,7 +26,7 @@ impl<R: Rows> Sink<R> {
     pub(super) fn create(path: &Path, rows: R) -> anyhow::Result<Sink<R>> {
         let schema = R::schema();
         Ok(Sink {
-            writer: TableWriter::create(path, schema.clone())?,
+            writer: TableWriter::create(path, schema.clone(), crate::table::Dictionary::All)?,
             rows,
             schema,
         })
