@@ -1,9 +1,11 @@
 //! `load.parquet` — one table from a folder of Parquet partition files.
 //!
 //! Params (defaults): `match` ("" = every file) keep files whose path
-//! relative to the source contains this text, or, when it holds `*` or `?`,
-//! whose whole relative path matches it as a glob (`*` any run of
-//! characters, `/` included; `?` one character), `day_from` / `day_to`
+//! relative to the source contains this text, or, when it holds `*`, `?` or
+//! `[`, whose whole relative path matches it as a glob (`*` any run of
+//! characters, `/` included; `?` one character; `[abc]` one of them; the
+//! `glob` crate's patterns); a list keeps a file any of its terms keeps
+//! (`match = ["events/retail/", "events/marketplace/"]`), `day_from` / `day_to`
 //! ("" = open) an inclusive range of days `YYYY-MM-DD`, `limit` (0 = all)
 //! partitions kept after sorting by relative path, `columns` ([] = all)
 //! columns to keep, in this order, `exclude` ([]) columns to drop,
@@ -67,7 +69,7 @@ use crate::table;
 #[serde(default, deny_unknown_fields)]
 pub struct Params {
     #[serde(rename = "match")]
-    pub pattern: String,
+    pub pattern: Match,
     pub day_from: String,
     pub day_to: String,
     pub limit: usize,
@@ -79,7 +81,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            pattern: String::new(),
+            pattern: Match::One(String::new()),
             day_from: String::new(),
             day_to: String::new(),
             limit: 0,
@@ -121,7 +123,7 @@ impl TypedStage for LoadParquet {
                 doc: "events.parquet (the selected partitions' rows), partitions.json, summary.txt",
             }],
             params: vec![
-                ParamDoc { name: "match", doc: "keep files whose relative path contains this (a glob when it has * or ?; \"\" = all)" },
+                ParamDoc { name: "match", doc: "keep files whose relative path contains this (a glob when it has *, ? or [; \"\" = all); a list keeps a file any of its terms keeps" },
                 ParamDoc { name: "day_from", doc: "first day kept, YYYY-MM-DD, from the first date in the path (\"\" = open)" },
                 ParamDoc { name: "day_to", doc: "last day kept, inclusive (\"\" = open)" },
                 ParamDoc { name: "limit", doc: "keep the first N partitions by relative path (0 = all)" },
@@ -134,6 +136,14 @@ impl TypedStage for LoadParquet {
     }
 
     fn validate(&self, p: &Params) -> Result<(), String> {
+        if let Some(problem) = p.pattern.invalid() {
+            return Err(format!("match: {problem}"));
+        }
+        if p.pattern.terms().is_empty() {
+            return Err(
+                "match: an empty list keeps no file (leave `match` out to keep all)".into(),
+            );
+        }
         for (key, day) in [("day_from", &p.day_from), ("day_to", &p.day_to)] {
             if !day.is_empty() && !is_day(day) {
                 return Err(format!(
@@ -384,7 +394,7 @@ pub fn select(files: &[Partition], p: &Params) -> Vec<Partition> {
     let ranged = !p.day_from.is_empty() || !p.day_to.is_empty();
     let mut kept: Vec<Partition> = files
         .iter()
-        .filter(|f| matches(&p.pattern, &f.rel))
+        .filter(|f| p.pattern.keeps(&f.rel))
         .filter(|f| {
             if !ranged {
                 return true;
@@ -401,41 +411,57 @@ pub fn select(files: &[Partition], p: &Params) -> Vec<Partition> {
     kept
 }
 
-/// `match` semantics: "" matches everything; text without `*`/`?` is a
-/// substring test; otherwise a glob over the whole relative path.
+/// `match`: one term, or a list of terms of which any may keep a file. A
+/// single term serialises as the plain string it was, so specs written
+/// before lists existed keep their keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Match {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl Match {
+    pub fn terms(&self) -> &[String] {
+        match self {
+            Match::One(term) => std::slice::from_ref(term),
+            Match::Any(terms) => terms,
+        }
+    }
+
+    /// Whether some term keeps the file at `rel` (an empty list keeps none).
+    pub fn keeps(&self, rel: &str) -> bool {
+        self.terms().iter().any(|t| matches(t, rel))
+    }
+
+    /// The first term that is not a valid glob, with the reason.
+    fn invalid(&self) -> Option<String> {
+        self.terms().iter().find_map(|t| {
+            let error = is_glob(t).then(|| glob::Pattern::new(t).err()).flatten()?;
+            Some(format!("`{t}` is not a valid glob: {error}"))
+        })
+    }
+}
+
+/// `match` semantics for one term: "" matches everything; text without
+/// `*`, `?` or `[` is a substring test; otherwise a glob over the whole
+/// relative path, where `*` crosses `/`.
 pub fn matches(pattern: &str, rel: &str) -> bool {
     if pattern.is_empty() {
         true
-    } else if pattern.contains(['*', '?']) {
-        glob(pattern, rel)
+    } else if is_glob(pattern) {
+        let options = glob::MatchOptions {
+            require_literal_separator: false,
+            ..glob::MatchOptions::new()
+        };
+        glob::Pattern::new(pattern).is_ok_and(|g| g.matches_with(rel, options))
     } else {
         rel.contains(pattern)
     }
 }
 
-/// `*` any run of characters (`/` included), `?` exactly one character.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Two pointers, backtracking to the last `*` on a mismatch.
-    let (mut i, mut j) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while j < t.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((s, m)) = star {
-            star = Some((s, m + 1));
-            i = s + 1;
-            j = m + 1;
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|&c| c == '*')
+fn is_glob(term: &str) -> bool {
+    term.contains(['*', '?', '['])
 }
 
 /// The first `YYYY-MM-DD` (a valid date, not touching other digits) in a
@@ -478,10 +504,11 @@ pub fn is_day(s: &str) -> bool {
 }
 
 fn describe_filters(p: &Params) -> String {
-    let mut parts = vec![if p.pattern.is_empty() {
+    let mut parts = vec![if p.pattern.terms().iter().all(|t| t.is_empty()) {
         "match: all".to_string()
     } else {
-        format!("match `{}`", p.pattern)
+        let terms: Vec<String> = p.pattern.terms().iter().map(|t| format!("`{t}`")).collect();
+        format!("match {}", terms.join(" or "))
     }];
     if !p.day_from.is_empty() || !p.day_to.is_empty() {
         let open = |d: &str| {
@@ -917,6 +944,50 @@ mod tests {
         assert!(!matches("t/clicks/?.parquet", "t/clicks/xy.parquet"));
         assert!(!matches("clicks/*", "t/clicks/x.parquet"));
         assert!(matches("*é?.parquet", "aé1.parquet"));
+        assert!(matches("events/[rm]*/*.parquet", "events/retail/d.parquet"));
+        assert!(!matches(
+            "events/[rm]*/*.parquet",
+            "events/payments/d.parquet"
+        ));
+    }
+
+    #[test]
+    fn a_match_list_keeps_what_any_term_keeps_and_one_term_keeps_its_key() {
+        let p: Params =
+            toml::from_str(r#"match = ["events/retail/", "events/marketplace/*.parquet"]"#)
+                .unwrap();
+        let kept: Vec<&str> = [
+            "events/retail/a.parquet",
+            "events/marketplace/b.parquet",
+            "events/payments/c.parquet",
+        ]
+        .into_iter()
+        .filter(|rel| p.pattern.keeps(rel))
+        .collect();
+        assert_eq!(
+            kept,
+            ["events/retail/a.parquet", "events/marketplace/b.parquet"]
+        );
+        assert_eq!(
+            describe_filters(&p),
+            "match `events/retail/` or `events/marketplace/*.parquet`"
+        );
+        // A single term is the same JSON as before lists, so the same key.
+        let one: Params = toml::from_str(r#"match = "events/*r*/*.parquet""#).unwrap();
+        let json = serde_json::to_value(&one).unwrap();
+        assert_eq!(json["match"], serde_json::json!("events/*r*/*.parquet"));
+        // Refused at plan time, naming the term.
+        let bad: Params = toml::from_str(r#"match = ["ok", "events/[retail"]"#).unwrap();
+        let err = LoadParquet.validate(&bad).unwrap_err();
+        assert!(
+            err.starts_with("match: `events/[retail` is not a valid glob"),
+            "{err}"
+        );
+        let empty: Params = toml::from_str("match = []").unwrap();
+        assert!(LoadParquet
+            .validate(&empty)
+            .unwrap_err()
+            .contains("empty list"));
     }
 
     #[test]
