@@ -4,26 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-const SPEC: &str = r#"
-[pipeline]
-name = "named_cache"
-seed = 4
-device = "cpu"
-cache = "CACHE"
-
-[stages.synth]
-kind = "synth"
-params = { users = 50, items = 30, min_len = 5, max_len = 10 }
-
-[stages.sequences]
-kind = "sequences"
-inputs = { events = "synth.events" }
-
-[stages.train]
-kind = "train"
-inputs = { data = "sequences.data" }
-params = { model = "pop" }
-"#;
+mod common;
 
 /// `seqpipe ARGS` in `dir` with no cache named on the command line or in
 /// the environment unless `env` says so.
@@ -60,7 +41,8 @@ fn ran(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
 
 fn write_spec(dir: &Path, cache: &str) {
     std::fs::create_dir_all(dir.join("exp")).unwrap();
-    std::fs::write(dir.join("exp/p.toml"), SPEC.replace("CACHE", cache)).unwrap();
+    let spec = common::small_spec("named_cache", &format!("cache = \"{cache}\""));
+    std::fs::write(dir.join("exp/p.toml"), spec).unwrap();
 }
 
 #[test]
@@ -77,7 +59,7 @@ fn a_spec_names_its_cache_folder_and_the_flag_or_environment_overrides_it() {
     run(&[], &[]);
     assert!(d.join("exp/runs-cache/objects").is_dir());
     assert!(!d.join("cache").exists(), "the default folder is not used");
-    assert_eq!(ran(d, &[], &[]).len(), 3);
+    assert_eq!(ran(d, &[], &[]).len(), 4);
     run(&[], &[]);
     assert!(
         ran(d, &[], &[]).is_empty(),
@@ -86,10 +68,10 @@ fn a_spec_names_its_cache_folder_and_the_flag_or_environment_overrides_it() {
     // `--cache` and SEQPIPE_CACHE win over the spec.
     run(&["--cache", "flag-cache"], &[]);
     assert!(d.join("flag-cache/objects").is_dir());
-    assert_eq!(ran(d, &["--cache", "flag-cache"], &[]).len(), 3);
+    assert_eq!(ran(d, &["--cache", "flag-cache"], &[]).len(), 4);
     run(&[], &[("SEQPIPE_CACHE", "env-cache")]);
     assert!(d.join("env-cache/objects").is_dir());
-    assert_eq!(ran(d, &[], &[("SEQPIPE_CACHE", "env-cache")]).len(), 3);
+    assert_eq!(ran(d, &[], &[("SEQPIPE_CACHE", "env-cache")]).len(), 4);
 }
 
 #[test]
@@ -107,7 +89,7 @@ fn a_store_url_in_the_spec_is_shared_by_two_working_folders() {
         );
         ran(d, &["--local-cache", machine], &[])
     };
-    assert_eq!(on("machine-a").len(), 3);
+    assert_eq!(on("machine-a").len(), 4);
     assert!(
         store.join("objects").is_dir(),
         "artifacts went to the store"

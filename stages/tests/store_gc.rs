@@ -5,29 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SPEC: &str = r#"
-[pipeline]
-name = "pruned"
-seed = 4
-device = "cpu"
-
-[stages.synth]
-kind = "synth"
-params = { users = 50, items = 30, min_len = 5, max_len = 10 }
-
-[stages.sequences]
-kind = "sequences"
-inputs = { events = "synth.events" }
-
-[stages.train]
-kind = "train"
-inputs = { data = "sequences.data" }
-params = { model = "pop" }
-
-[stages.eval]
-kind = "evaluate"
-inputs = { model = "train.model", data = "sequences.data" }
-"#;
+mod common;
 
 /// `seqpipe ARGS` for machine `local` (its working folder) on the store.
 fn seqpipe(d: &Path, store: &Path, local: &str, args: &[&str]) -> Output {
@@ -88,7 +66,7 @@ fn whole_artifacts(store: &Path) -> usize {
 fn gc_store_removes_only_old_unreferenced_artifacts_and_their_records() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("p.toml"), SPEC).unwrap();
+    std::fs::write(d.join("p.toml"), common::small_spec("pruned", "")).unwrap();
     let store = d.join("store");
     std::fs::create_dir_all(&store).unwrap();
 

@@ -144,3 +144,34 @@ pub fn artifact_dir(dir: &Path, stage: &str, output: &str) -> PathBuf {
             .unwrap_or_else(|| panic!("no output {output} of {stage} in {record}")),
     )
 }
+
+/// A small CPU pipeline `name` — synth (50 users, 30 items) → sequences →
+/// train (pop) → eval — with `pipeline_extra` lines added to `[pipeline]`.
+pub fn small_spec(name: &str, pipeline_extra: &str) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "{name}"
+seed = 4
+device = "cpu"
+{pipeline_extra}
+
+[stages.synth]
+kind = "synth"
+params = {{ users = 50, items = 30, min_len = 5, max_len = 10 }}
+
+[stages.sequences]
+kind = "sequences"
+inputs = {{ events = "synth.events" }}
+
+[stages.train]
+kind = "train"
+inputs = {{ data = "sequences.data" }}
+params = {{ model = "pop" }}
+
+[stages.eval]
+kind = "evaluate"
+inputs = {{ model = "train.model", data = "sequences.data" }}
+"#
+    )
+}

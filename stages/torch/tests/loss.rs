@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{hr_at_1, loss_bits, run_kind, successor_data, train_and_score, HeldOut};
+use common::{
+    hr_at_1, loss_bits, plan, run_kind, successor_data, train_and_score, train_spec, HeldOut,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
@@ -440,45 +442,14 @@ fn bce_resume_after_each_epoch_is_bit_exact() {
     );
 }
 
-/// A two-stage spec: sequences from `synth`, then `train` with `params`.
-fn spec_with(params: &str) -> String {
-    format!(
-        r#"[pipeline]
-name = "loss"
-
-[stages.synth]
-kind = "synth"
-params = {{ users = 20, items = 10 }}
-
-[stages.sequences]
-kind = "sequences"
-inputs = {{ events = "synth.events" }}
-
-[stages.train]
-kind = "train"
-inputs = {{ data = "sequences.data" }}
-params = {{ {params} }}
-"#
-    )
-}
-
-/// Plans `text` as `seqpipe run` does, with the built-in stage kinds.
-fn plan(text: &str) -> Result<(), String> {
-    let source = seqpipe::spec::Source {
-        path: "p.toml".into(),
-        text: text.to_string(),
-    };
-    let spec = seqpipe::spec::parse(source, &[]).map_err(|e| e.to_string())?;
-    seqpipe::graph::resolve(spec, &seqpipe_stages::registry())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 #[test]
 fn bce_on_a_model_without_it_is_refused_at_plan_time_naming_the_param() {
     for model in ["bert4rec", "pop", "itemknn"] {
-        let err = plan(&spec_with(&format!("model = \"{model}\", loss = \"bce\"")))
-            .expect_err("bce planned");
+        let err = plan(&train_spec(
+            "loss",
+            &format!("model = \"{model}\", loss = \"bce\""),
+        ))
+        .expect_err("bce planned");
         assert!(
             err.contains("stages.train.params")
                 && err.contains(&format!(
@@ -494,14 +465,15 @@ fn bce_on_a_model_without_it_is_refused_at_plan_time_naming_the_param() {
         "model = \"caser\", loss = \"bce\", max_len = 5, train_len = 20",
         "model = \"bert4rec\", loss = \"ce\"",
     ] {
-        plan(&spec_with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        plan(&train_spec("loss", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
-    let err = plan(&spec_with(
+    let err = plan(&train_spec(
+        "loss",
         "model = \"sasrec\", loss = \"bce\", negatives = 0",
     ))
     .unwrap_err();
     assert!(err.contains("negatives: must be above 0"), "{err}");
-    let err = plan(&spec_with("model = \"caser\", train_len = 0")).unwrap_err();
+    let err = plan(&train_spec("loss", "model = \"caser\", train_len = 0")).unwrap_err();
     assert!(err.contains("train_len: must be above 0"), "{err}");
 }
 

@@ -11,7 +11,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_resume_is_bit_exact_with, hr_at_1, run_kind, successor_data, train_and_score, HeldOut,
+    assert_resume_is_bit_exact_with, hr_at_1, plan, run_kind, successor_data, train_and_score,
+    train_spec, HeldOut,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -338,46 +339,13 @@ fn the_stage_trains_gsrec_with_full_bce() {
     );
 }
 
-/// A two-stage spec: sequences from `synth`, then `train` with `params`.
-fn spec_with(params: &str) -> String {
-    format!(
-        r#"[pipeline]
-name = "losses"
-
-[stages.synth]
-kind = "synth"
-params = {{ users = 20, items = 10 }}
-
-[stages.sequences]
-kind = "sequences"
-inputs = {{ events = "synth.events" }}
-
-[stages.train]
-kind = "train"
-inputs = {{ data = "sequences.data" }}
-params = {{ {params} }}
-"#
-    )
-}
-
-/// Plans `text` as `seqpipe run` does, with the built-in stage kinds.
-fn plan(text: &str) -> Result<(), String> {
-    let source = seqpipe::spec::Source {
-        path: "p.toml".into(),
-        text: text.to_string(),
-    };
-    let spec = seqpipe::spec::parse(source, &[]).map_err(|e| e.to_string())?;
-    seqpipe::graph::resolve(spec, &seqpipe_stages::registry())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 #[test]
 fn full_bce_on_a_model_without_it_is_refused_at_plan_time_naming_the_param() {
     for model in ["bert4rec", "pop", "markov"] {
-        let err = plan(&spec_with(&format!(
-            "model = \"{model}\", loss = \"bce_full\""
-        )))
+        let err = plan(&train_spec(
+            "losses",
+            &format!("model = \"{model}\", loss = \"bce_full\""),
+        ))
         .expect_err("bce_full planned");
         assert!(
             err.contains("stages.train.params")
@@ -393,15 +361,16 @@ fn full_bce_on_a_model_without_it_is_refused_at_plan_time_naming_the_param() {
         "model = \"gru4rec\", loss = \"bce_full\"",
         "model = \"caser\", loss = \"bce_full\", max_len = 5",
     ] {
-        plan(&spec_with(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        plan(&train_spec("losses", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
     // Sliding windows keep refusing the sampled loss.
-    let err = plan(&spec_with(
+    let err = plan(&train_spec(
+        "losses",
         "model = \"gsrec\", loss = \"bce\", training = \"sliding\"",
     ))
     .unwrap_err();
     assert!(err.contains("training: \"sliding\" takes loss"), "{err}");
-    let err = plan(&spec_with("model = \"sasrec\", loss = \"bpr\"")).unwrap_err();
+    let err = plan(&train_spec("losses", "model = \"sasrec\", loss = \"bpr\"")).unwrap_err();
     assert!(
         err.contains("loss: unknown loss \"bpr\" (ce, bce, bce_full)"),
         "{err}"

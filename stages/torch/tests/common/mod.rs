@@ -294,3 +294,38 @@ pub fn train_and_score<C: ModelConfig>(
         targets,
     }
 }
+
+/// A spec named `name`: sequences from a tiny `synth`, then `train` with
+/// `params` (for plan-time checks of train params).
+pub fn train_spec(name: &str, params: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "{name}"
+
+[stages.synth]
+kind = "synth"
+params = {{ users = 20, items = 10 }}
+
+[stages.sequences]
+kind = "sequences"
+inputs = {{ events = "synth.events" }}
+
+[stages.train]
+kind = "train"
+inputs = {{ data = "sequences.data" }}
+params = {{ {params} }}
+"#
+    )
+}
+
+/// Plans `text` as `seqpipe run` does, with the built-in stage kinds.
+pub fn plan(text: &str) -> Result<(), String> {
+    let source = seqpipe::spec::Source {
+        path: "p.toml".into(),
+        text: text.to_string(),
+    };
+    let spec = seqpipe::spec::parse(source, &[]).map_err(|e| e.to_string())?;
+    seqpipe::graph::resolve(spec, &seqpipe_stages::registry())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
