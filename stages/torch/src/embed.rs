@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::models::infonce::{symmetric_infonce, InfoNce, InfoNceConfig, Plateau};
+use crate::models::infonce::{chunked_infonce, InfoNce, InfoNceConfig, InfoNceLoss, Plateau};
 use crate::models::optim::{AdamW, AdamWConfig};
 use crate::models::trainer::{self, Fnv};
 
@@ -724,22 +724,25 @@ fn train_epoch(
 ) -> anyhow::Result<f64> {
     let device = model.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-    // Per batch "was the loss finite", kept on the device: reading it every
-    // batch would stall a GPU; it is read once if the epoch fails.
-    let mut finite = Vec::with_capacity(ranges.len());
-    for range in ranges {
+    // Per batch "was the loss finite", kept on the device (reading it every
+    // batch would stall a GPU; it is read once if the epoch fails) in one
+    // tensor filled in place: a small tensor kept alive per batch pins the
+    // heap between the batches' large blocks, and the heap then grew by
+    // about a megabyte per batch (batch 1024; far more at 8192).
+    let finite = Tensor::ones([ranges.len() as i64], (Kind::Bool, device));
+    for (i, range) in ranges.iter().enumerate() {
         let n = range.len() as f64;
-        let loss = batch_loss(model, pairs, &order[range.clone()], p.temperature);
-        finite.push(loss.detach().isfinite());
-        opt.backward_step(&loss);
-        loss_sum += loss.detach().to_kind(Kind::Double) * n;
+        let (z, loss) = batch_loss(model, pairs, &order[range.clone()], p.temperature, true);
+        finite.get(i as i64).copy_(&loss.loss.isfinite());
+        opt.backward_step(&loss.surrogate(&z));
+        loss_sum += &loss.loss * n;
         bar.inc(1);
     }
     let mean = loss_sum.double_value(&[]) / order.len() as f64;
     if !mean.is_finite() {
-        let bad = finite
+        let bad = Vec::<bool>::try_from(finite.to_device(Device::Cpu))?
             .iter()
-            .position(|f| f.int64_value(&[]) == 0)
+            .position(|f| !f)
             .unwrap_or(0);
         bail!(
             "training diverged in batch {} of {}: the loss is not finite; the checkpoint of \
@@ -752,12 +755,29 @@ fn train_epoch(
 }
 
 /// The symmetric InfoNCE of the pairs `picked`, both ends through one
-/// forward pass of the tower.
-fn batch_loss(model: &InfoNce, pairs: &Pairs, picked: &[u32], temperature: f64) -> Tensor {
+/// forward pass of the tower: the tower's output `z` [2B, D] (with
+/// autograd) and the loss, with its gradient for `z` when `with_grad`
+/// (the loss is computed in blocks, see [`chunked_infonce`]).
+fn batch_loss(
+    model: &InfoNce,
+    pairs: &Pairs,
+    picked: &[u32],
+    temperature: f64,
+    with_grad: bool,
+) -> (Tensor, InfoNceLoss) {
     let (a, b) = batch_rows(pairs, picked, model.device());
     let n = a.size()[0];
     let z = model.encode(&Tensor::cat(&[&a, &b], 0));
-    symmetric_infonce(&z.narrow(0, 0, n), &z.narrow(0, n, n), &a, &b, temperature)
+    let zd = z.detach();
+    let loss = chunked_infonce(
+        &zd.narrow(0, 0, n),
+        &zd.narrow(0, n, n),
+        &a,
+        &b,
+        temperature,
+        with_grad,
+    );
+    (z, loss)
 }
 
 /// The held-out loss (in file order, batches of `batch_size`) and recall@10
@@ -775,8 +795,8 @@ fn validate(
         let mut sum = Tensor::zeros([], (Kind::Double, model.device()));
         for range in batch_ranges(valid.len(), p.batch_size) {
             let n = range.len() as f64;
-            let loss = batch_loss(model, pairs, &valid[range], p.temperature);
-            sum += loss.to_kind(Kind::Double) * n;
+            let (_, loss) = batch_loss(model, pairs, &valid[range], p.temperature, false);
+            sum += loss.loss * n;
         }
         let loss = sum.double_value(&[]) / valid.len() as f64;
         let scored = &valid[..valid.len().min(RECALL_PAIRS)];

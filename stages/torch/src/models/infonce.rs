@@ -128,6 +128,148 @@ pub fn symmetric_infonce(
     (by_rows + by_cols) / 2.0
 }
 
+/// Score-matrix entries one chunk of [`chunked_infonce`] holds (16 MiB of
+/// f32): rows per chunk are this over the batch size.
+pub const CHUNK_ELEMENTS: i64 = 1 << 22;
+
+/// [`symmetric_infonce`] computed a block of rows at a time, with its
+/// gradient written out, so that no `B × B` matrix is ever held: the
+/// autograd version keeps two masked `B × B` score matrices, their log
+/// softmaxes and masks (about 2 GB at `B` = 8192), this one a
+/// [`CHUNK_ELEMENTS`] block. Returns the loss (a 0-dim double) and, when
+/// `with_grad`, its gradient with respect to `za` and `zb`, to be pushed
+/// through the tower with [`InfoNceLoss::surrogate`]. The same loss as
+/// [`symmetric_infonce`] up to float rounding (sums run in another order).
+pub fn chunked_infonce(
+    za: &Tensor,
+    zb: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    temperature: f64,
+    with_grad: bool,
+) -> InfoNceLoss {
+    infonce_in_blocks(za, zb, a, b, temperature, with_grad, CHUNK_ELEMENTS)
+}
+
+/// [`chunked_infonce`] with blocks of about `chunk_elements` scores.
+fn infonce_in_blocks(
+    za: &Tensor,
+    zb: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    temperature: f64,
+    with_grad: bool,
+    chunk_elements: i64,
+) -> InfoNceLoss {
+    tch::no_grad(|| {
+        let n = a.size()[0];
+        // Each direction is a mean over n rows; the loss is their mean.
+        let scale = 1.0 / (2.0 * n as f64);
+        // Rows: a_i picks b_i among the b_j; b_j is no negative when it is
+        // b_i or a_i.
+        let rows = Direction {
+            queries: za,
+            candidates: zb,
+            candidate_ids: b,
+            positive_ids: b,
+            own_ids: a,
+        };
+        // Columns: b_j picks a_j among the a_i; a_i is no negative when it
+        // is a_j or b_j.
+        let cols = Direction {
+            queries: zb,
+            candidates: za,
+            candidate_ids: a,
+            positive_ids: a,
+            own_ids: b,
+        };
+        let (loss_rows, ga_rows, gb_rows) = rows.run(temperature, scale, with_grad, chunk_elements);
+        let (loss_cols, gb_cols, ga_cols) = cols.run(temperature, scale, with_grad, chunk_elements);
+        let loss = (loss_rows + loss_cols) * scale;
+        let grad = match (ga_rows, gb_rows, gb_cols, ga_cols) {
+            (Some(ga1), Some(gb1), Some(gb2), Some(ga2)) => Some((ga1 + ga2, gb1 + gb2)),
+            _ => None,
+        };
+        InfoNceLoss { loss, grad }
+    })
+}
+
+/// What [`chunked_infonce`] returns.
+pub struct InfoNceLoss {
+    /// The symmetric InfoNCE, a 0-dim double.
+    pub loss: Tensor,
+    /// d loss / d za and d loss / d zb, when asked for.
+    pub grad: Option<(Tensor, Tensor)>,
+}
+
+impl InfoNceLoss {
+    /// A scalar whose gradient with respect to `z` (the tower's output for
+    /// `[a; b]`, with autograd) is the loss's: `sum(z * dz)`; calling
+    /// `backward` on it trains the tower as the loss's own backward would.
+    pub fn surrogate(&self, z: &Tensor) -> Tensor {
+        let (ga, gb) = self
+            .grad
+            .as_ref()
+            .expect("surrogate needs the gradient (with_grad)");
+        let dz = Tensor::cat(&[ga, gb], 0).to_kind(z.kind());
+        (z * dz).sum(z.kind())
+    }
+}
+
+/// One direction of the symmetric loss: query `r` scores every candidate,
+/// its positive is candidate `r`, and candidates carrying its positive's
+/// or its own id (other than candidate `r`) are masked out.
+struct Direction<'a> {
+    queries: &'a Tensor,
+    candidates: &'a Tensor,
+    candidate_ids: &'a Tensor,
+    positive_ids: &'a Tensor,
+    own_ids: &'a Tensor,
+}
+
+impl Direction<'_> {
+    /// The sum over queries of `logsumexp - positive score`, and (when
+    /// `with_grad`) `scale` × its gradient for the queries and candidates.
+    fn run(
+        &self,
+        temperature: f64,
+        scale: f64,
+        with_grad: bool,
+        chunk_elements: i64,
+    ) -> (Tensor, Option<Tensor>, Option<Tensor>) {
+        let n = self.queries.size()[0];
+        let step = (chunk_elements / n.max(1)).max(1);
+        let device = self.queries.device();
+        let mut sum = Tensor::zeros([], (Kind::Double, device));
+        let mut grad_q = with_grad.then(|| self.queries.zeros_like());
+        let mut grad_c = with_grad.then(|| self.candidates.zeros_like());
+        let cand = self.candidate_ids.unsqueeze(0);
+        for start in (0..n).step_by(step as usize) {
+            let len = step.min(n - start);
+            let q = self.queries.narrow(0, start, len);
+            let mut s = q.matmul(&self.candidates.tr()) / temperature; // [len, n]
+            let mask = cand
+                .eq_tensor(&self.positive_ids.narrow(0, start, len).unsqueeze(1))
+                .logical_or(&cand.eq_tensor(&self.own_ids.narrow(0, start, len).unsqueeze(1)));
+            // The positive itself (query r's diagonal entry) stays.
+            let _ = mask.diagonal(start, 0, 1).fill_(0);
+            let _ = s.masked_fill_(&mask, f64::NEG_INFINITY);
+            let lse = s.logsumexp([1], true); // [len, 1]
+            let positive = s.diagonal(start, 0, 1);
+            sum += (lse.squeeze_dim(1) - &positive).sum(Kind::Double);
+            if let (Some(gq), Some(gc)) = (grad_q.as_mut(), grad_c.as_mut()) {
+                // d/ds of (lse - s_rr) is softmax - one-hot; s = q·c / τ.
+                let p = (s - lse).exp();
+                let _ = p.diagonal(start, 0, 1).g_sub_scalar_(1.0);
+                let p = p * (scale / temperature);
+                gq.narrow(0, start, len).copy_(&p.matmul(self.candidates));
+                let _ = gc.addmm_(&p.tr(), &q);
+            }
+        }
+        (sum, grad_q, grad_c)
+    }
+}
+
 /// Reduce-on-plateau learning rate, as PyTorch's `ReduceLROnPlateau` with
 /// its defaults (mode `min`, relative threshold 1e-4, no cooldown, no
 /// minimum): an epoch improves when its loss is below `best * (1 - 1e-4)`;
@@ -225,5 +367,44 @@ mod tests {
         let cols = ((lse - 0.6) + (lse - 0.8)) / 2.0;
         let want = (0.0 + cols) / 2.0;
         assert!((loss - want).abs() < 1e-6, "{loss} vs {want}");
+    }
+
+    #[test]
+    fn chunked_infonce_matches_the_autograd_loss_and_gradient() {
+        // 13 pairs over 6 items, so that the masks have work to do (items
+        // repeat on both sides, and some pairs are (x, x)-free copies).
+        let a = Tensor::from_slice(&[1i64, 2, 3, 1, 4, 5, 2, 6, 3, 1, 4, 6, 5]);
+        let b = Tensor::from_slice(&[2i64, 3, 1, 2, 5, 6, 4, 1, 3, 5, 2, 2, 1]);
+        tch::manual_seed(3);
+        let n = a.size()[0];
+        let raw = Tensor::randn([2 * n, 4], (Kind::Double, Device::Cpu));
+        let z = (&raw / raw.norm_scalaropt_dim(2, [-1], true)).set_requires_grad(true);
+        let (za, zb) = (z.narrow(0, 0, n), z.narrow(0, n, n));
+        let want = symmetric_infonce(&za, &zb, &a, &b, 0.2);
+        want.backward();
+        let want_grad = z.grad().copy();
+        // Blocks of 1, 3 and 5 rows (the last one short), and one block.
+        for rows in [1, 3, 5, 13] {
+            let zd = z.detach();
+            let got = infonce_in_blocks(
+                &zd.narrow(0, 0, n),
+                &zd.narrow(0, n, n),
+                &a,
+                &b,
+                0.2,
+                true,
+                rows * n,
+            );
+            let diff = (got.loss.double_value(&[]) - want.double_value(&[])).abs();
+            assert!(diff < 1e-12, "{rows} rows: loss off by {diff}");
+            // The surrogate carries exactly that gradient back to z.
+            let z2 = z.detach().copy().set_requires_grad(true);
+            got.surrogate(&z2).backward();
+            let grad_diff = (z2.grad() - &want_grad).abs().max().double_value(&[]);
+            assert!(
+                grad_diff < 1e-12,
+                "{rows} rows: gradient off by {grad_diff}"
+            );
+        }
     }
 }
