@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{ks_of, ModelRow};
@@ -16,6 +17,52 @@ pub(super) fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 /// plotters' SVG, made to sit inline in HTML: no XML namespace URL.
 pub(super) fn inline_svg(svg: String) -> String {
     svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
+}
+
+/// A chart with numbers on both axes, drawn as SVG.
+pub(super) type XyChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One named line in palette colour `colour`, with its legend entry (a
+/// short stroke), and a dot on each point when `dots`.
+fn draw_line(
+    chart: &mut XyChart<'_, '_>,
+    colour: usize,
+    name: &str,
+    pts: &[(f64, f64)],
+    dots: bool,
+) -> anyhow::Result<()> {
+    let color = Palette99::pick(colour);
+    chart
+        .draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(2)))
+        .map_err(plot_err)?
+        .label(name)
+        .legend(move |(x, y)| {
+            PathElement::new(
+                vec![(x, y), (x + 16, y)],
+                Palette99::pick(colour).stroke_width(2),
+            )
+        });
+    if dots {
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .map_err(plot_err)?;
+    }
+    Ok(())
+}
+
+/// The legend of the series drawn so far, boxed, at `position`.
+pub(super) fn draw_legend<'a, 'b: 'a>(
+    chart: &mut XyChart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
 }
 
 fn y_max(values: impl Iterator<Item = f64>) -> f64 {
@@ -126,28 +173,9 @@ pub fn line_chart(models: &[ModelRow]) -> anyhow::Result<String> {
                 .draw()
                 .map_err(plot_err)?;
             for (i, pts) in &series {
-                let color = Palette99::pick(*i);
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                    .map_err(plot_err)?
-                    .label(models[*i].name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(
-                            vec![(x, y), (x + 16, y)],
-                            Palette99::pick(*i).stroke_width(2),
-                        )
-                    });
-                chart
-                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                    .map_err(plot_err)?;
+                draw_line(&mut chart, *i, &models[*i].name, pts, true)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_err)?;
+            draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         root.present().map_err(plot_err)?;
     }
@@ -194,25 +222,9 @@ pub fn training_curve(models: &[ModelRow], series: &str) -> anyhow::Result<Strin
             .draw()
             .map_err(plot_err)?;
         for (i, pts) in &lines {
-            let color = Palette99::pick(*i);
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(models[*i].name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(
-                        vec![(x, y), (x + 16, y)],
-                        Palette99::pick(*i).stroke_width(2),
-                    )
-                });
+            draw_line(&mut chart, *i, &models[*i].name, pts, false)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(plot_err)?;
     }
     Ok(inline_svg(svg))
@@ -254,28 +266,9 @@ pub fn attention_chart(
             .map_err(plot_err)?;
         for (i, (name, pts)) in lines.iter().enumerate() {
             let pts: Vec<(f64, f64)> = pts.iter().map(|&(x, y)| (x as f64, y)).collect();
-            let color = Palette99::pick(i);
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(
-                        vec![(x, y), (x + 16, y)],
-                        Palette99::pick(i).stroke_width(2),
-                    )
-                });
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                .map_err(plot_err)?;
+            draw_line(&mut chart, i, name, &pts, true)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         root.present().map_err(plot_err)?;
     }
     Ok(inline_svg(svg))

@@ -14,7 +14,7 @@ use std::path::Path;
 use arrow::array::{Array, StringArray};
 use plotters::prelude::*;
 
-use super::charts::{inline_svg, plot_err};
+use super::charts::{draw_legend, inline_svg, plot_err};
 use crate::table;
 
 /// Most dots drawn.
@@ -195,13 +195,7 @@ pub fn map_svg(e: &Embeddings) -> anyhow::Result<String> {
                 .label(name.to_string())
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, Palette99::pick(k).filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(plot_err)?;
     }
     Ok(inline_svg(svg))
