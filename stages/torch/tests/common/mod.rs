@@ -329,3 +329,56 @@ pub fn plan(text: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+/// The logistic function, for hand-computed binary cross-entropies.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `cfg`'s model with every variable drawn from seed `seed` (dropout may be
+/// on: callers check in eval mode).
+pub fn built<C: ModelConfig>(cfg: &C, seed: i64) -> (VarStore, C::Model) {
+    let _guard = seqpipe_torch::models::trainer::torch_rng_lock();
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let model = cfg.build(&vs.root());
+    (vs, model)
+}
+
+/// A `sequences` artifact of `seqs` over items `1..=n` in `dir` (training
+/// sequences without the last two items; validation and test examples).
+pub fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64) {
+    use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
+    std::fs::create_dir_all(dir).unwrap();
+    let example = |u: usize, s: &Vec<i64>, cut: usize| Example {
+        user: u as i64 + 1,
+        history: s[..s.len() - cut].to_vec(),
+        target: s[s.len() - cut],
+    };
+    let data = SequenceData {
+        meta: serde_json::from_value::<Meta>(serde_json::json!({
+            "num_items": n,
+            "num_users": seqs.len(),
+            "split": "leave_one_out",
+            "interactions": seqs.iter().map(Vec::len).sum::<usize>(),
+        }))
+        .unwrap(),
+        train: seqs
+            .iter()
+            .enumerate()
+            .map(|(u, s)| (u as i64 + 1, s[..s.len() - 2].to_vec()))
+            .collect(),
+        valid: seqs
+            .iter()
+            .enumerate()
+            .map(|(u, s)| example(u, s, 2))
+            .collect(),
+        test: seqs
+            .iter()
+            .enumerate()
+            .map(|(u, s)| example(u, s, 1))
+            .collect(),
+    };
+    let vocab: Vec<i64> = (1..=n).map(|i| 100 + i).collect();
+    data.write(dir, &vocab).unwrap();
+}

@@ -10,11 +10,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{
-    hr_at_1, loss_bits, plan, run_kind, successor_data, train_and_score, train_spec, HeldOut,
+    built, hr_at_1, loss_bits, plan, run_kind, sigmoid, successor_data, train_and_score,
+    train_spec, write_sequences, HeldOut,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
 use seqpipe_torch::models::bert4rec::Bert4RecConfig;
 use seqpipe_torch::models::caser::CaserConfig;
 use seqpipe_torch::models::gru4rec::Gru4RecConfig;
@@ -23,15 +23,10 @@ use seqpipe_torch::models::left_pad_batch;
 use seqpipe_torch::models::sasrec::SasRecConfig;
 use seqpipe_torch::models::trainer::{
     batch_negatives, batch_rng, bce_loss, cross_entropy_batch_loss, draw_negative, next_item_batch,
-    sampled_bce_batch_loss, torch_rng_lock, train, training_items, training_windows, Loss,
-    ModelConfig, SequenceModel, TrainBatch, TrainConfig,
+    sampled_bce_batch_loss, train, training_items, training_windows, Loss, ModelConfig,
+    SequenceModel, TrainBatch, TrainConfig,
 };
-use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 #[test]
 fn bce_loss_is_the_hand_computed_value() {
@@ -135,16 +130,6 @@ fn a_batchs_negatives_avoid_each_users_items() {
             );
         }
     }
-}
-
-/// `model` with every variable drawn from seed `seed` (dropout may be on:
-/// the checks below run in eval mode).
-fn built<C: ModelConfig>(cfg: &C, seed: i64) -> (VarStore, C::Model) {
-    let _g = torch_rng_lock();
-    tch::manual_seed(seed);
-    let vs = VarStore::new(Device::Cpu);
-    let model = cfg.build(&vs.root());
-    (vs, model)
 }
 
 /// `item_scores` is `item_logits` at the asked columns, whichever way a
@@ -545,43 +530,6 @@ fn caser_train_len_sets_the_number_of_training_windows() {
         let k = (s.len() - 1).min(2);
         assert_eq!(row.as_slice(), &s[s.len() - k..]);
     }
-}
-
-/// A `sequences` artifact of `seqs` over items `1..=n` in `dir` (training
-/// sequences without the last two items; validation and test examples).
-fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let example = |u: usize, s: &Vec<i64>, cut: usize| Example {
-        user: u as i64 + 1,
-        history: s[..s.len() - cut].to_vec(),
-        target: s[s.len() - cut],
-    };
-    let data = SequenceData {
-        meta: serde_json::from_value::<Meta>(serde_json::json!({
-            "num_items": n,
-            "num_users": seqs.len(),
-            "split": "leave_one_out",
-            "interactions": seqs.iter().map(Vec::len).sum::<usize>(),
-        }))
-        .unwrap(),
-        train: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| (u as i64 + 1, s[..s.len() - 2].to_vec()))
-            .collect(),
-        valid: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| example(u, s, 2))
-            .collect(),
-        test: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| example(u, s, 1))
-            .collect(),
-    };
-    let vocab: Vec<i64> = (1..=n).map(|i| 100 + i).collect();
-    data.write(dir, &vocab).unwrap();
 }
 
 /// Runs the `train` kind with `params` on `data`; returns the model folder.

@@ -4,31 +4,25 @@
 //! SASRec and GSRec learn with it (GSRec also on sliding windows, the
 //! thesis' last-hidden-state training), that it resumes bit for bit, that
 //! the stage maps it and plans refuse it where it does not apply. (The
-//! sampled `loss = "bce"` and Caser's `train_len` are tested in loss.rs.)
+//! sampled `loss = "bce"` and Caser's `train_len` are tested in loss_sampled_bce.rs.)
 
 mod common;
 
 use std::path::Path;
 
 use common::{
-    assert_resume_is_bit_exact_with, hr_at_1, plan, run_kind, successor_data, train_and_score,
-    train_spec, HeldOut,
+    assert_resume_is_bit_exact_with, built, hr_at_1, plan, run_kind, sigmoid, successor_data,
+    train_and_score, train_spec, write_sequences, HeldOut,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
 use seqpipe_torch::models::gsrec::GsRecConfig;
 use seqpipe_torch::models::sasrec::SasRecConfig;
 use seqpipe_torch::models::trainer::{
-    cross_entropy_batch_loss, full_bce_batch_loss, full_bce_loss, next_item_batch, torch_rng_lock,
-    Loss, ModelConfig, TrainConfig,
+    cross_entropy_batch_loss, full_bce_batch_loss, full_bce_loss, next_item_batch, Loss,
+    ModelConfig, TrainConfig,
 };
-use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 fn doubles(rows: &[&[f64]]) -> Tensor {
     let width = rows[0].len() as i64;
@@ -101,14 +95,6 @@ fn full_bce_is_finite_at_extreme_logits_and_sums_bf16_in_fp32() {
     let bf16 = full_bce_loss(&x.to_kind(Kind::BFloat16), &t);
     assert_eq!(bf16.kind(), Kind::Float);
     assert!((fp32.double_value(&[]) - bf16.double_value(&[])).abs() < 0.05);
-}
-
-fn built<C: ModelConfig>(cfg: &C, seed: i64) -> (VarStore, C::Model) {
-    let _guard = torch_rng_lock();
-    tch::manual_seed(seed);
-    let vs = VarStore::new(Device::Cpu);
-    let model = cfg.build(&vs.root());
-    (vs, model)
 }
 
 /// A batch with a short (left-padded) and a long row has the two rows'
@@ -258,43 +244,6 @@ fn full_bce_resume_is_bit_exact_and_differs_from_ce() {
             ..base
         },
     );
-}
-
-/// A `sequences` artifact of `seqs` over items `1..=n` in `dir` (training
-/// sequences without the last two items; validation and test examples).
-fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let example = |u: usize, s: &Vec<i64>, cut: usize| Example {
-        user: u as i64 + 1,
-        history: s[..s.len() - cut].to_vec(),
-        target: s[s.len() - cut],
-    };
-    let data = SequenceData {
-        meta: serde_json::from_value::<Meta>(serde_json::json!({
-            "num_items": n,
-            "num_users": seqs.len(),
-            "split": "leave_one_out",
-            "interactions": seqs.iter().map(Vec::len).sum::<usize>(),
-        }))
-        .unwrap(),
-        train: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| (u as i64 + 1, s[..s.len() - 2].to_vec()))
-            .collect(),
-        valid: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| example(u, s, 2))
-            .collect(),
-        test: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| example(u, s, 1))
-            .collect(),
-    };
-    let vocab: Vec<i64> = (1..=n).map(|i| 100 + i).collect();
-    data.write(dir, &vocab).unwrap();
 }
 
 #[test]
