@@ -40,7 +40,7 @@ for run in ["cuda", "cpu"]:
     if not p.exists():
         continue
     for s in json.loads(p.read_text())["stages"]:
-        if not s["name"].startswith(("train", "eval")):
+        if not s["name"].startswith(("train", "eval", "embed")):
             continue
         notes = s.get("notes", {})
         line = f"{run:4} {s['name']:14} {s['outcome']:6} {s.get('seconds', 0):8.1f} s  device={notes.get('device', '?')}"
