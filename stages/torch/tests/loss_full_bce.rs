@@ -11,8 +11,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_resume_is_bit_exact_with, built, hr_at_1, plan, run_kind, sigmoid, successor_data,
-    train_and_score, train_spec, write_sequences, HeldOut,
+    assert_loss_refused_for, assert_plans, assert_resume_is_bit_exact_with, built, hr_at_1, plan,
+    run_kind, sigmoid, successor_data, train_and_score, train_spec, write_sequences, HeldOut,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -290,28 +290,13 @@ fn the_stage_trains_gsrec_with_full_bce() {
 
 #[test]
 fn full_bce_on_a_model_without_it_is_refused_at_plan_time_naming_the_param() {
-    for model in ["bert4rec", "pop", "markov"] {
-        let err = plan(&train_spec(
-            "losses",
-            &format!("model = \"{model}\", loss = \"bce_full\""),
-        ))
-        .expect_err("bce_full planned");
-        assert!(
-            err.contains("stages.train.params")
-                && err.contains(&format!(
-                    "loss: \"bce_full\" is not available for model `{model}`"
-                )),
-            "{err}"
-        );
-    }
-    for ok in [
+    assert_loss_refused_for("bce_full", &["bert4rec", "pop", "markov"]);
+    assert_plans(&[
         "model = \"sasrec\", loss = \"bce_full\"",
         "model = \"gsrec\", loss = \"bce_full\", training = \"sliding\"",
         "model = \"gru4rec\", loss = \"bce_full\"",
         "model = \"caser\", loss = \"bce_full\", max_len = 5",
-    ] {
-        plan(&train_spec("losses", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
-    }
+    ]);
     // Sliding windows keep refusing the sampled loss.
     let err = plan(&train_spec(
         "losses",

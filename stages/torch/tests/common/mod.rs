@@ -382,3 +382,29 @@ pub fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64) {
     let vocab: Vec<i64> = (1..=n).map(|i| 100 + i).collect();
     data.write(dir, &vocab).unwrap();
 }
+
+/// Each of `models` with `loss = "<loss>"` must be refused when the spec is
+/// planned, by an error naming the params table, the loss and the model.
+pub fn assert_loss_refused_for(loss: &str, models: &[&str]) {
+    for model in models {
+        let err = plan(&train_spec(
+            "losses",
+            &format!("model = \"{model}\", loss = \"{loss}\""),
+        ))
+        .expect_err("the loss was planned");
+        assert!(
+            err.contains("stages.train.params")
+                && err.contains(&format!(
+                    "loss: \"{loss}\" is not available for model `{model}`"
+                )),
+            "{err}"
+        );
+    }
+}
+
+/// Each of these `train` params (TOML inline-table bodies) must plan.
+pub fn assert_plans(params: &[&str]) {
+    for ok in params {
+        plan(&train_spec("losses", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
