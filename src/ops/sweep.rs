@@ -142,6 +142,7 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
             overrides,
             plan: Mutex::new(plan),
             options: cmd.run.clone(),
+            rung_budget: None,
         });
     }
     let unique: Vec<usize> = (0..jobs.len()).filter(|j| same_as[*j].is_none()).collect();
@@ -460,6 +461,7 @@ pub(super) fn rung_job(
         overrides,
         plan: Mutex::new(graph::resolve(spec, ctx.registry)?),
         options,
+        rung_budget: Some(rung.budget),
     })
 }
 
@@ -471,6 +473,10 @@ pub(super) struct Job {
     pub(super) plan: Mutex<Plan>,
     /// The run options (a halving rung keeps and inherits checkpoints).
     pub(super) options: RunOptions,
+    /// The budget of the halving rung this job runs, if any: part of its
+    /// run id, since a promoted trial can start its next rung within the
+    /// second its last one started (and would overwrite that run record).
+    pub(super) rung_budget: Option<i64>,
 }
 
 /// What every trial run shares.
@@ -498,7 +504,10 @@ impl TrialContext<'_> {
         }
         let started_at = now_unix();
         let report = run::execute(&plan, self.cache, &job.options, self.progress)?;
-        let run_id = format!("{started_at}-{}-trial{}", std::process::id(), job.trial.id);
+        let mut run_id = format!("{started_at}-{}-trial{}", std::process::id(), job.trial.id);
+        if let Some(budget) = job.rung_budget {
+            run_id.push_str(&format!("-rung{budget}"));
+        }
         let sets: Vec<String> = job.overrides.iter().map(|o| o.flag.clone()).collect();
         save_manifest(
             self.cache,
