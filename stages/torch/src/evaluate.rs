@@ -245,8 +245,8 @@ pub fn rank_all(
     let max_k = full.max_k();
     for (c, chunk) in examples.chunks(p.batch_size).enumerate() {
         let histories: Vec<Vec<i64>> = chunk.iter().map(|e| e.history.clone()).collect();
-        let scores = scorer.score(&histories)?;
-        if let Some(stats) = scorer.attention_entropy(&histories)? {
+        let (scores, attention_rows) = scorer.score_with_attention(&histories)?;
+        if let Some(stats) = attention_rows {
             anyhow::ensure!(
                 stats.len() == chunk.len(),
                 "the attention diagnostic gave {} rows for {} histories",

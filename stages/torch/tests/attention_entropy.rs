@@ -2,7 +2,8 @@
 //! random weights): per history the number of keys the scored query sees,
 //! entropies within [0, ln keys], and the same numbers whether a history
 //! is scored alone or left-padded inside a batch of longer ones. The
-//! diagnostic must not disturb scoring either.
+//! diagnostic comes from the scoring pass itself: its scores must be
+//! exactly `score_last`'s.
 
 use seqpipe_torch::models::bert4rec::Bert4RecConfig;
 use seqpipe_torch::models::gsrec::GsRecConfig;
@@ -24,10 +25,8 @@ fn histories() -> Vec<Vec<i64>> {
 }
 
 fn diagnose<M: Attentive>(model: &M, seqs: &[Vec<i64>]) -> Vec<AttentionEntropy> {
-    model
-        .attention_entropy(&left_pad_batch(seqs, MAX_LEN))
-        .rows()
-        .unwrap()
+    let (_scores, attention) = model.score_last_with_attention(&left_pad_batch(seqs, MAX_LEN));
+    attention.rows().unwrap()
 }
 
 /// Builds `cfg`'s model and checks the diagnostic; `extra_key` is 1 when
@@ -77,6 +76,11 @@ where
     }
     // Random weights do not attend uniformly: the test sees real weights.
     assert!(spread > 1e-4, "every head-averaged distribution is uniform");
+    let (scores_with, _) = model.score_last_with_attention(&batch);
+    assert!(
+        scores_before.equal(&scores_with),
+        "scoring with the diagnostic gave other scores than score_last"
+    );
     let scores_after = model.score_last(&batch);
     assert!(
         scores_before.equal(&scores_after),

@@ -46,8 +46,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    blocks_attention_entropy, forward_blocks, with_padding_column, Activation, AttentionBlock,
-    BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
+    entropies, forward_blocks, forward_blocks_recording, with_padding_column, Activation,
+    AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
 use super::{param, AttentionBatch, Attentive};
@@ -321,8 +321,21 @@ impl Bert4Rec {
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
         let (xs, keep, mask) = self.embed(seqs, train);
         let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
+        self.after_blocks(xs, &keep)
+    }
+
+    /// [`Bert4Rec::encode`] in eval mode, with the attention diagnostic of
+    /// the last position taken from the same pass.
+    fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        let (xs, keep, mask) = self.embed(seqs, false);
+        let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
+        (self.after_blocks(xs, &keep), entropies(&weights, &mask))
+    }
+
+    /// The final norm of pre-LN blocks, padded positions kept at zero.
+    fn after_blocks(&self, xs: Tensor, keep: &Tensor) -> Tensor {
         match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * &keep,
+            Some(norm) => norm.forward(&xs) * keep,
             None => xs,
         }
     }
@@ -380,10 +393,13 @@ impl Bert4Rec {
     /// without gradients. Returns [B, num_items + 1] float: column `i` scores
     /// item `i`; column 0 (padding) is `-inf`.
     pub fn score_last(&self, seqs: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            let h = self.encode(&self.with_mask(seqs), false).select(1, -1); // [B, D]
-            with_padding_column(&self.item_logits(&h))
-        })
+        tch::no_grad(|| self.scores_after(&self.encode(&self.with_mask(seqs), false)))
+    }
+
+    /// Scores [B, N + 1] at the last position of encoded inputs `h`
+    /// [B, L, D] (the appended `[MASK]`), column 0 (padding) `-inf`.
+    fn scores_after(&self, h: &Tensor) -> Tensor {
+        with_padding_column(&self.item_logits(&h.select(1, -1)))
     }
 
     /// Left-padded histories [B, L] with `[MASK]` appended, the oldest
@@ -400,14 +416,14 @@ impl Bert4Rec {
         }
     }
 
-    /// The attention diagnostic of the appended `[MASK]` (the position
-    /// [`Bert4Rec::score_last`] scores) for left-padded histories `seqs`
-    /// [B, L], in eval mode: each block's weights are recomputed explicitly
-    /// from the input the block reads in [`Bert4Rec::encode`]. Its keys are
-    /// the history's items and `[MASK]` itself.
-    pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        let (xs, keep, mask) = self.embed(&self.with_mask(seqs), false);
-        blocks_attention_entropy(&self.blocks, xs, &mask, &keep)
+    /// [`Bert4Rec::score_last`] and the attention diagnostic of the
+    /// appended `[MASK]` (the scored position), from one pass through the
+    /// blocks. Its keys are the history's items and `[MASK]` itself.
+    pub fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        tch::no_grad(|| {
+            let (h, attention) = self.encode_diagnosed(&self.with_mask(seqs));
+            (self.scores_after(&h), attention)
+        })
     }
 }
 
@@ -464,7 +480,7 @@ impl SequenceModel for Bert4Rec {
 }
 
 impl Attentive for Bert4Rec {
-    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        Bert4Rec::attention_entropy(self, seqs)
+    fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        Bert4Rec::score_last_with_attention(self, seqs)
     }
 }

@@ -42,8 +42,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    blocks_attention_entropy, causal_mask, forward_blocks, with_padding_column, Activation,
-    AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding,
+    causal_mask, entropies, forward_blocks, forward_blocks_recording, with_padding_column,
+    Activation, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding,
     TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
@@ -211,10 +211,27 @@ impl GsRec {
     /// positions are zeros.
     fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
         let (xs, keep, mask) = self.embed(seqs, train);
-        let mut xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
-        if let Some(norm) = &self.last_norm {
-            xs = norm.forward(&xs) * &keep;
-        }
+        let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
+        self.after_blocks(seqs, xs, &keep, train)
+    }
+
+    /// `encode` in eval mode, with the attention diagnostic of the last
+    /// position (the one `score_last` scores, through the GRU) taken from
+    /// the same pass.
+    fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        let (xs, keep, mask) = self.embed(seqs, false);
+        let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
+        let hs = self.after_blocks(seqs, xs, &keep, false);
+        (hs, entropies(&weights, &mask))
+    }
+
+    /// The attention blocks' output `xs` of histories `seqs` through the
+    /// final norm (pre-LN) and the GRU: states [B, L, hidden].
+    fn after_blocks(&self, seqs: &Tensor, xs: Tensor, keep: &Tensor, train: bool) -> Tensor {
+        let xs = match &self.last_norm {
+            Some(norm) => norm.forward(&xs) * keep,
+            None => xs,
+        };
         let padding = Padding::of(&seqs.to_device(self.device()));
         let hs = self
             .gru
@@ -251,15 +268,6 @@ impl GsRec {
         (xs, keep, causal_mask(&valid))
     }
 
-    /// The attention diagnostic of the last position (the one `score_last`
-    /// scores, through the GRU) for left-padded `seqs` [B, L], in eval
-    /// mode: each block's weights are recomputed explicitly from the input
-    /// the block reads in `encode`.
-    pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        let (xs, keep, mask) = self.embed(seqs, false);
-        blocks_attention_entropy(&self.blocks, xs, &mask, &keep)
-    }
-
     fn item_logits(&self, hidden: &Tensor) -> Tensor {
         self.out.forward(hidden)
     }
@@ -269,10 +277,22 @@ impl GsRec {
     }
 
     fn score_last(&self, seqs: &Tensor) -> Tensor {
+        tch::no_grad(|| self.scores_after(&self.encode(seqs, false)))
+    }
+
+    /// `score_last` and the attention diagnostic of the scored position,
+    /// from one pass through the blocks.
+    pub fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         tch::no_grad(|| {
-            let last = self.encode(seqs, false).select(1, -1);
-            with_padding_column(&self.item_logits(&last))
+            let (hs, attention) = self.encode_diagnosed(seqs);
+            (self.scores_after(&hs), attention)
         })
+    }
+
+    /// Scores [B, N + 1] after the last GRU state of `hs` [B, L, hidden],
+    /// column 0 (padding) `-inf`.
+    fn scores_after(&self, hs: &Tensor) -> Tensor {
+        with_padding_column(&self.item_logits(&hs.select(1, -1)))
     }
 }
 
@@ -324,7 +344,7 @@ impl SequenceModel for GsRec {
 }
 
 impl Attentive for GsRec {
-    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        GsRec::attention_entropy(self, seqs)
+    fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        GsRec::score_last_with_attention(self, seqs)
     }
 }

@@ -278,28 +278,24 @@ pub(crate) fn forward_blocks(
         .fold(xs, |xs, block| block.forward_t(&xs, mask, keep, train))
 }
 
-/// The attention diagnostic of the last position over a stack of blocks,
-/// in eval mode: each block's weights are recomputed explicitly from the
-/// input the block reads in [`forward_blocks`] (`xs`, `mask`, `keep` as
-/// the model's embedding step makes them).
-pub(crate) fn blocks_attention_entropy(
+/// [`forward_blocks`] in eval mode that also records, per block, the last
+/// query's head-averaged weights over the input that block reads: the
+/// attention diagnostic taken from the scoring pass itself, so evaluate
+/// runs the blocks once (the weights cost one Q·K row per block). Returns
+/// the blocks' output and the weights, first block first, for
+/// [`entropies`].
+pub(crate) fn forward_blocks_recording(
     blocks: &[TransformerBlock],
     xs: Tensor,
     mask: &Tensor,
     keep: &Tensor,
-) -> super::AttentionBatch {
-    tch::no_grad(|| {
-        let mut xs = xs;
-        let mut weights = Vec::with_capacity(blocks.len());
-        for (i, block) in blocks.iter().enumerate() {
-            weights.push(block.attn.last_query_weights(&xs, mask));
-            // The last block's output feeds no weights: not computed.
-            if i + 1 < blocks.len() {
-                xs = block.forward_t(&xs, mask, keep, false);
-            }
-        }
-        entropies(&weights, mask)
-    })
+) -> (Tensor, Vec<Tensor>) {
+    let mut weights = Vec::with_capacity(blocks.len());
+    let xs = blocks.iter().fold(xs, |xs, block| {
+        weights.push(block.attn.last_query_weights(&xs, mask));
+        block.forward_t(&xs, mask, keep, false)
+    });
+    (xs, weights)
 }
 
 /// The mask of a causal self-attention over left-padded items: query `t`
@@ -587,6 +583,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two random blocks (attention + feed-forward) over `D` wide inputs.
+    fn stack(vs: &nn::VarStore) -> Vec<TransformerBlock> {
+        let shape = BlockShape {
+            dim: D,
+            heads: 2,
+            dropout: 0.3,
+            pre_norm: true,
+            activation: Activation::Gelu,
+        };
+        (0..2)
+            .map(|i| TransformerBlock {
+                attn: AttentionBlock::new(vs.root() / i / "attn", &shape, true),
+                ffn: Some(FeedForwardBlock::new(
+                    vs.root() / i / "ffn",
+                    &shape,
+                    2 * D,
+                    true,
+                )),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recording_pass_is_the_plain_pass_plus_each_blocks_input_weights() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let blocks = stack(&vs);
+        let real = [1i64, 3, 6];
+        let l = 6;
+        let mask = causal_mask(&real, l);
+        let keep = mask
+            .select(1, 0)
+            .select(1, l - 1)
+            .unsqueeze(-1)
+            .to_kind(Kind::Float);
+        let xs = Tensor::randn([3, l, D], (Kind::Float, tch::Device::Cpu)) * &keep;
+        let (out, weights) =
+            tch::no_grad(|| forward_blocks_recording(&blocks, xs.shallow_clone(), &mask, &keep));
+        let plain =
+            tch::no_grad(|| forward_blocks(&blocks, xs.shallow_clone(), &mask, &keep, false));
+        assert!(out.equal(&plain), "recording changed the blocks' output");
+        // What the diagnostic computed before it shared the scoring pass:
+        // each block's weights from its input, recomputed block by block.
+        let first = blocks[0].attn.last_query_weights(&xs, &mask);
+        let second_input = blocks[0].forward_t(&xs, &mask, &keep, false);
+        let second = blocks[1].attn.last_query_weights(&second_input, &mask);
+        assert_eq!(weights.len(), 2);
+        assert!(weights[0].equal(&first));
+        assert!(weights[1].equal(&second));
     }
 
     #[test]

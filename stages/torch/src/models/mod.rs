@@ -55,17 +55,19 @@ use trainer::{ModelConfig, SequenceModel};
 pub trait Scorer {
     fn score(&self, histories: &[Vec<i64>]) -> anyhow::Result<Vec<Vec<f32>>>;
 
-    /// For models with attention layers, per history: how the query the
-    /// model scores from spreads its attention over the history, layer by
-    /// layer (see [`AttentionEntropy`]); `None` (the default) for models
-    /// without attention. Eval mode, no gradients, no RNG draw.
-    fn attention_entropy(
-        &self,
-        _histories: &[Vec<i64>],
-    ) -> anyhow::Result<Option<Vec<AttentionEntropy>>> {
-        Ok(None)
+    /// [`Scorer::score`] and, for models with attention layers, per
+    /// history how the query the model scores from spreads its attention
+    /// over the history, layer by layer (see [`AttentionEntropy`]), from
+    /// the same forward pass; `None` (the default) for models without
+    /// attention. Eval mode, no gradients, no RNG draw.
+    fn score_with_attention(&self, histories: &[Vec<i64>]) -> anyhow::Result<ScoredBatch> {
+        Ok((self.score(histories)?, None))
     }
 }
+
+/// A batch's scores (one row per history, as [`Scorer::score`] gives them)
+/// and, for attention models, its attention diagnostic.
+pub type ScoredBatch = (Vec<Vec<f32>>, Option<Vec<AttentionEntropy>>);
 
 /// One history's attention diagnostic. The weights are those of the query
 /// the model scores from — the last position for SASRec and GSRec, the
@@ -117,12 +119,13 @@ impl AttentionBatch {
     }
 }
 
-/// A model with attention layers whose weights [`Scorer::attention_entropy`]
-/// summarises.
+/// A model with attention layers whose weights
+/// [`Scorer::score_with_attention`] summarises.
 pub trait Attentive {
-    /// The diagnostic for left-padded histories `seqs` [B, L] (`L <=
-    /// max_len`), as the model reads them to score them.
-    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch;
+    /// `score_last` of left-padded histories `seqs` [B, L] (`L <=
+    /// max_len`) — the same tensor — and the attention diagnostic of the
+    /// scored query, taken from that pass.
+    fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch);
 }
 
 #[derive(Deserialize)]
@@ -196,6 +199,10 @@ pub fn item_counts(train: &[(i64, Vec<i64>)], num_items: i64) -> Vec<f32> {
     counts
 }
 
+/// [`Attentive::score_last_with_attention`] of a model type `M`, kept by a
+/// [`SeqScorer`] whose model has attention layers.
+type ScoreWithAttention<M> = fn(&M, &Tensor) -> (Tensor, AttentionBatch);
+
 /// A trained neural model as a [`Scorer`]: histories are cut to the model's
 /// last `max_len` items and left-padded.
 pub struct SeqScorer<C: ModelConfig> {
@@ -205,7 +212,7 @@ pub struct SeqScorer<C: ModelConfig> {
     max_len: i64,
     /// The model's attention diagnostic, for models that have one (see
     /// [`SeqScorer::with_attention`]).
-    attention: Option<fn(&C::Model, &Tensor) -> AttentionBatch>,
+    attention: Option<ScoreWithAttention<C::Model>>,
 }
 
 impl<C: ModelConfig> SeqScorer<C> {
@@ -231,7 +238,7 @@ impl<C: ModelConfig> SeqScorer<C> {
         C::Model: Attentive,
     {
         SeqScorer {
-            attention: Some(<C::Model as Attentive>::attention_entropy),
+            attention: Some(<C::Model as Attentive>::score_last_with_attention),
             ..self
         }
     }
@@ -240,28 +247,25 @@ impl<C: ModelConfig> SeqScorer<C> {
 impl<C: ModelConfig> Scorer for SeqScorer<C> {
     fn score(&self, histories: &[Vec<i64>]) -> anyhow::Result<Vec<Vec<f32>>> {
         let batch = left_pad_batch(histories, self.max_len).to_device(self.model.device());
-        let scores = self
-            .model
-            .score_last(&batch)
-            .to_kind(tch::Kind::Float)
-            .to_device(tch::Device::Cpu);
-        let width = scores.size()[1] as usize;
-        let flat = Vec::<f32>::try_from(scores.flatten(0, -1))?;
-        Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
+        score_rows(&self.model.score_last(&batch))
     }
 
-    fn attention_entropy(
-        &self,
-        histories: &[Vec<i64>],
-    ) -> anyhow::Result<Option<Vec<AttentionEntropy>>> {
-        let Some(diagnose) = self.attention else {
-            return Ok(None);
+    fn score_with_attention(&self, histories: &[Vec<i64>]) -> anyhow::Result<ScoredBatch> {
+        let Some(score_and_diagnose) = self.attention else {
+            return Ok((self.score(histories)?, None));
         };
-        // The batch `score` builds, so the weights are those of the scoring.
         let batch = left_pad_batch(histories, self.max_len).to_device(self.model.device());
-        let stats = tch::no_grad(|| diagnose(&self.model, &batch));
-        Ok(Some(stats.rows()?))
+        let (scores, stats) = score_and_diagnose(&self.model, &batch);
+        Ok((score_rows(&scores)?, Some(stats.rows()?)))
     }
+}
+
+/// `score_last`'s [B, N + 1] tensor as one row of f32 per history.
+fn score_rows(scores: &Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
+    let scores = scores.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu);
+    let width = scores.size()[1] as usize;
+    let flat = Vec::<f32>::try_from(scores.flatten(0, -1))?;
+    Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
 }
 
 /// Stacks histories into the models' input layout: each sequence cut to its

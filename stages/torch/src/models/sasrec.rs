@@ -45,8 +45,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    blocks_attention_entropy, causal_mask, dot_rows, forward_blocks, Activation, AttentionBlock,
-    BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
+    causal_mask, dot_rows, entropies, forward_blocks, forward_blocks_recording, Activation,
+    AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -251,8 +251,22 @@ impl SasRec {
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
         let (xs, keep, mask) = self.embed(seqs, train);
         let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
+        self.after_blocks(xs, &keep)
+    }
+
+    /// [`SasRec::encode`] in eval mode, with the attention diagnostic of
+    /// the last position (the one [`SasRec::score_last`] scores) taken
+    /// from the same pass.
+    fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        let (xs, keep, mask) = self.embed(seqs, false);
+        let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
+        (self.after_blocks(xs, &keep), entropies(&weights, &mask))
+    }
+
+    /// The final norm of pre-LN blocks, padded positions kept at zero.
+    fn after_blocks(&self, xs: Tensor, keep: &Tensor) -> Tensor {
         match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * &keep,
+            Some(norm) => norm.forward(&xs) * keep,
             None => xs,
         }
     }
@@ -285,15 +299,6 @@ impl SasRec {
         (xs, keep, causal_mask(&valid))
     }
 
-    /// The attention diagnostic of the last position (the one
-    /// [`SasRec::score_last`] scores) for left-padded `seqs` [B, L], in eval
-    /// mode: each block's weights are recomputed explicitly from the input
-    /// the block reads in [`SasRec::encode`].
-    pub fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        let (xs, keep, mask) = self.embed(seqs, false);
-        blocks_attention_entropy(&self.blocks, xs, &mask, &keep)
-    }
-
     /// Scores of items `1..=num_items` for hidden states `hidden` [..., dim]:
     /// returns [..., num_items], column `k` holding item `k + 1`. The training
     /// loop uses this (targets shifted by one), so that the padding row never
@@ -317,13 +322,25 @@ impl SasRec {
     /// (padding) is `-inf`. The last column of `seqs` should hold a real item
     /// (a row of pure padding yields 0 for every item).
     pub fn score_last(&self, seqs: &Tensor) -> Tensor {
+        tch::no_grad(|| self.scores_after(&self.encode(seqs, false)))
+    }
+
+    /// [`SasRec::score_last`] and the attention diagnostic of the scored
+    /// position, from one pass through the blocks.
+    pub fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         tch::no_grad(|| {
-            let h = self.encode(seqs, false); // [B, L, D]
-            let last = h.select(1, -1); // [B, D]
-            let scores = last.matmul(&self.item_emb.tr()); // [B, N + 1]
-            let _ = scores.narrow(1, 0, 1).fill_(f64::NEG_INFINITY);
-            scores
+            let (h, attention) = self.encode_diagnosed(seqs);
+            (self.scores_after(&h), attention)
         })
+    }
+
+    /// Scores [B, N + 1] after the last position of encoded histories `h`
+    /// [B, L, D], column 0 (padding) `-inf`.
+    fn scores_after(&self, h: &Tensor) -> Tensor {
+        let last = h.select(1, -1); // [B, D]
+        let scores = last.matmul(&self.item_emb.tr()); // [B, N + 1]
+        let _ = scores.narrow(1, 0, 1).fill_(f64::NEG_INFINITY);
+        scores
     }
 }
 
@@ -375,7 +392,7 @@ impl SequenceModel for SasRec {
 }
 
 impl Attentive for SasRec {
-    fn attention_entropy(&self, seqs: &Tensor) -> AttentionBatch {
-        SasRec::attention_entropy(self, seqs)
+    fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
+        SasRec::score_last_with_attention(self, seqs)
     }
 }
