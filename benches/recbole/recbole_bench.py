@@ -2,12 +2,16 @@
 
     recbole_bench.py split --out work/recbole_split.json [--stock-time]
     recbole_bench.py train MODEL --out work/results/MODEL.json [--set key=value ...]
+    recbole_bench.py test CHECKPOINT --log STDERR --out work/results/NAME.json
 
 `split` builds RecBole's 5-core leave-one-out split and writes, per user
 (original ids), the training sequence and the valid and test targets, so
 check_split.py can compare it with seqpipe's `sequences` artifact.
 `train` trains one model on that split and writes its valid and test
-metrics (full ranking, HR/NDCG/MRR at 5, 10, 20) as JSON.
+metrics (full ranking, HR/NDCG/MRR at 5, 10, 20) as JSON. `test` does the
+same for a training that was stopped before it ended: it evaluates the
+best-validated checkpoint RecBole saved (`work/saved/*.pth`) and reads the
+per-epoch validation scores from that run's log.
 
 RecBole 1.2.1 predates numpy 2, torch >= 2.6 and pandas 3; the shims below
 keep it running on the project's torch 2.11 / numpy 2.4 without touching
@@ -274,6 +278,46 @@ def train(args):
     print(json.dumps({k: result[k] for k in ("model", "epochs_run", "best_epoch", "fit_seconds", "test")}))
 
 
+def test_checkpoint(args):
+    """Valid and test metrics of a checkpoint RecBole saved at its best
+    validation so far, for a run stopped before early stopping ended it."""
+    exact_time_patch()
+    checkpoint = torch.load(args.checkpoint, map_location="cpu")
+    config = checkpoint["config"]
+    # A Config sets numpy's removed aliases when it is built; this one was
+    # unpickled, so set them as building it would have.
+    config.compatibility_settings()
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    valid = trainer.evaluate(valid_data, load_best_model=True, model_file=args.checkpoint,
+                             show_progress=False)
+    test = trainer.evaluate(test_data, load_best_model=True, model_file=args.checkpoint,
+                            show_progress=False)
+    # "epoch 12 evaluating [time: 0.50s, valid_score: 0.066077]"
+    curve = [float(line.rsplit("valid_score:", 1)[1].strip(" ]\n"))
+             for line in Path(args.log).read_text().splitlines()
+             if " evaluating [" in line and "valid_score:" in line]
+    result = {
+        "model": config["model"],
+        "checkpoint": str(args.checkpoint),
+        "stopped_by_hand": True,
+        "epochs_run": len(curve),
+        "best_epoch": checkpoint["epoch"] + 1,
+        "valid_ndcg@10_per_epoch": curve,
+        "train_steps_per_epoch": len(train_data),
+        "train_steps_run": len(curve) * len(train_data),
+        "valid": {k: float(v) for k, v in valid.items()},
+        "test": {k: float(v) for k, v in test.items()},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("model", "epochs_run", "best_epoch", "test")}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -290,11 +334,18 @@ def main():
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--budget", type=float, default=0,
                    help="stop training at the first epoch end after this many seconds (0 = no limit)")
+    c = sub.add_parser("test")
+    c.add_argument("checkpoint")
+    c.add_argument("--log", required=True, help="the stopped run's stderr (its epoch lines)")
+    c.add_argument("--out", required=True)
     args = parser.parse_args()
     args.out = str(Path(args.out).resolve())
+    if args.cmd == "test":
+        args.checkpoint = str(Path(args.checkpoint).resolve())
+        args.log = str(Path(args.log).resolve())
     WORK.mkdir(exist_ok=True)
     os.chdir(WORK)  # RecBole writes log/ and log_tensorboard/ into the cwd
-    {"split": dump_split, "train": train}[args.cmd](args)
+    {"split": dump_split, "train": train, "test": test_checkpoint}[args.cmd](args)
 
 
 if __name__ == "__main__":
