@@ -28,6 +28,8 @@ ROWS = [
     ("ItemKNN, history items excluded", "eval_itemknn", "ItemKNN"),
     ("SASRec (CE), history items ranked", "eval_sasrec_ranked", "SASRec"),
     ("SASRec (CE), history items excluded (seqpipe only)", "eval_sasrec", None),
+    ("SASRec (CE) with RecBole's settings, history items ranked", "eval_sasrec_recbole_ranked", "SASRec"),
+    ("SASRec (CE) with RecBole's settings, history items excluded (seqpipe only)", "eval_sasrec_recbole", None),
     ("GRU4Rec (CE), history items ranked", "eval_gru4rec_ranked", "GRU4Rec"),
     ("GRU4Rec (CE), history items excluded (seqpipe only)", "eval_gru4rec", None),
     ("Caser, history items ranked", "eval_caser_ranked", "Caser"),
