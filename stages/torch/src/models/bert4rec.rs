@@ -46,8 +46,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    entropies, forward_blocks, forward_blocks_recording, with_padding_column, Activation,
-    AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
+    entropies, final_norm, forward_blocks, forward_blocks_recording, with_padding_column,
+    Activation, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
 use super::{param, AttentionBatch, Attentive};
@@ -321,7 +321,7 @@ impl Bert4Rec {
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
         let (xs, keep, mask) = self.embed(seqs, train);
         let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
-        self.after_blocks(xs, &keep)
+        final_norm(self.last_norm.as_ref(), xs, &keep)
     }
 
     /// [`Bert4Rec::encode`] in eval mode, with the attention diagnostic of
@@ -329,15 +329,10 @@ impl Bert4Rec {
     fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         let (xs, keep, mask) = self.embed(seqs, false);
         let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
-        (self.after_blocks(xs, &keep), entropies(&weights, &mask))
-    }
-
-    /// The final norm of pre-LN blocks, padded positions kept at zero.
-    fn after_blocks(&self, xs: Tensor, keep: &Tensor) -> Tensor {
-        match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * keep,
-            None => xs,
-        }
+        (
+            final_norm(self.last_norm.as_ref(), xs, &keep),
+            entropies(&weights, &mask),
+        )
     }
 
     /// What the blocks read: the embedded inputs [B, L, D], the mask

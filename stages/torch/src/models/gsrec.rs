@@ -42,9 +42,9 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    causal_mask, entropies, forward_blocks, forward_blocks_recording, with_padding_column,
-    Activation, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm, Linear, Padding,
-    TransformerBlock,
+    causal_mask, entropies, final_norm, forward_blocks, forward_blocks_recording,
+    with_padding_column, Activation, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm,
+    Linear, Padding, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -228,10 +228,7 @@ impl GsRec {
     /// The attention blocks' output `xs` of histories `seqs` through the
     /// final norm (pre-LN) and the GRU: states [B, L, hidden].
     fn after_blocks(&self, seqs: &Tensor, xs: Tensor, keep: &Tensor, train: bool) -> Tensor {
-        let xs = match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * keep,
-            None => xs,
-        };
+        let xs = final_norm(self.last_norm.as_ref(), xs, keep);
         let padding = Padding::of(&seqs.to_device(self.device()));
         let hs = self
             .gru

@@ -278,6 +278,15 @@ pub(crate) fn forward_blocks(
         .fold(xs, |xs, block| block.forward_t(&xs, mask, keep, train))
 }
 
+/// The blocks' output through the final norm of pre-LN blocks (`norm`;
+/// post-LN blocks have none), padded positions kept at zero by `keep`.
+pub(crate) fn final_norm(norm: Option<&LayerNorm>, xs: Tensor, keep: &Tensor) -> Tensor {
+    match norm {
+        Some(norm) => norm.forward(&xs) * keep,
+        None => xs,
+    }
+}
+
 /// [`forward_blocks`] in eval mode that also records, per block, the last
 /// query's head-averaged weights over the input that block reads: the
 /// attention diagnostic taken from the scoring pass itself, so evaluate

@@ -45,8 +45,8 @@ use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
 use super::layers::{
-    causal_mask, dot_rows, entropies, forward_blocks, forward_blocks_recording, Activation,
-    AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
+    causal_mask, dot_rows, entropies, final_norm, forward_blocks, forward_blocks_recording,
+    Activation, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -251,7 +251,7 @@ impl SasRec {
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
         let (xs, keep, mask) = self.embed(seqs, train);
         let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
-        self.after_blocks(xs, &keep)
+        final_norm(self.last_norm.as_ref(), xs, &keep)
     }
 
     /// [`SasRec::encode`] in eval mode, with the attention diagnostic of
@@ -260,15 +260,10 @@ impl SasRec {
     fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         let (xs, keep, mask) = self.embed(seqs, false);
         let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
-        (self.after_blocks(xs, &keep), entropies(&weights, &mask))
-    }
-
-    /// The final norm of pre-LN blocks, padded positions kept at zero.
-    fn after_blocks(&self, xs: Tensor, keep: &Tensor) -> Tensor {
-        match &self.last_norm {
-            Some(norm) => norm.forward(&xs) * keep,
-            None => xs,
-        }
+        (
+            final_norm(self.last_norm.as_ref(), xs, &keep),
+            entropies(&weights, &mask),
+        )
     }
 
     /// What the blocks read: the embedded inputs [B, L, D], the mask
