@@ -252,7 +252,7 @@ fn the_stage_trains_gsrec_with_full_bce() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let n = 20;
     let data = tmp.path().join("data");
-    write_sequences(&data, &successor_data(&mut rng, n, 40, (6, 14)), n);
+    write_sequences(&data, &successor_data(&mut rng, n, 40, (6, 14)), n, true);
     let gsrec = |loss: &str, tag: &str| {
         let params = serde_json::json!({ "model": "gsrec", "dim": 8, "layers": 1,
             "max_len": 12, "epochs": 1, "batch_size": 16, "loss": loss });

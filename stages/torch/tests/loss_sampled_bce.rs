@@ -542,7 +542,7 @@ fn the_stage_trains_with_bce_reproducibly_and_passes_train_len_to_caser() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let n = 20;
     let data = tmp.path().join("data");
-    write_sequences(&data, &successor_data(&mut rng, n, 40, (6, 14)), n);
+    write_sequences(&data, &successor_data(&mut rng, n, 40, (6, 14)), n, true);
     let sasrec = |loss: &str| {
         serde_json::json!({ "model": "sasrec", "dim": 8, "layers": 1, "max_len": 12,
             "epochs": 2, "batch_size": 16, "loss": loss, "negatives": 2 })

@@ -9,10 +9,10 @@ use std::f64::consts::PI;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use common::{run_kind, successor_data};
+use common::{leave_one_out, run_kind, successor_data, write_sequences};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
+use seqpipe_stages::seqdata::Example;
 use seqpipe_torch::models::gru4rec::Gru4RecConfig;
 use seqpipe_torch::models::infonce::Plateau;
 use seqpipe_torch::models::optim::{cosine_lr, LrScheduler, Schedule};
@@ -43,55 +43,6 @@ fn random_data(rng: &mut ChaCha8Rng, n: i64, count: usize, len: (usize, usize)) 
             (0..l).map(|_| rng.gen_range(1..=n)).collect()
         })
         .collect()
-}
-
-/// Leave-one-out split of `seqs` (each of 3 items or more) as the
-/// `sequences` stage makes it: training sequences without the last two
-/// items, validation examples predicting the second-to-last from them,
-/// test examples the last from the rest.
-fn split(seqs: &[Vec<i64>]) -> (Vec<Vec<i64>>, Vec<Example>, Vec<Example>) {
-    let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
-    for (u, s) in seqs.iter().enumerate() {
-        let (user, k) = (u as i64 + 1, s.len());
-        train.push(s[..k - 2].to_vec());
-        valid.push(Example {
-            user,
-            history: s[..k - 2].to_vec(),
-            target: s[k - 2],
-        });
-        test.push(Example {
-            user,
-            history: s[..k - 1].to_vec(),
-            target: s[k - 1],
-        });
-    }
-    (train, valid, test)
-}
-
-/// A `sequences` artifact of `seqs` over items `1..=n` in `dir`; without
-/// validation examples when `with_valid` is false.
-fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64, with_valid: bool) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (train, valid, test) = split(seqs);
-    let data = SequenceData {
-        // From JSON, so that fields added to `Meta` later keep their defaults.
-        meta: serde_json::from_value::<Meta>(serde_json::json!({
-            "num_items": n,
-            "num_users": seqs.len(),
-            "split": "leave_one_out",
-            "interactions": seqs.iter().map(Vec::len).sum::<usize>(),
-        }))
-        .unwrap(),
-        train: train
-            .into_iter()
-            .enumerate()
-            .map(|(u, s)| (u as i64 + 1, s))
-            .collect(),
-        valid: if with_valid { valid } else { vec![] },
-        test,
-    };
-    let vocab: Vec<i64> = (1..=n).map(|i| 100 + i).collect();
-    data.write(dir, &vocab).unwrap();
 }
 
 /// Trains `mcfg` with `cfg` on `train`, validating on `valid`, seed 3.
@@ -221,7 +172,7 @@ fn plateau_rate_drops_after_more_than_patience_bad_epochs() {
 fn each_epoch_records_its_cosine_rate() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let seqs = successor_data(&mut rng, 20, 40, (5, 10));
-    let (train_seqs, valid, _) = split(&seqs);
+    let (train_seqs, valid, _) = leave_one_out(&seqs);
     // 40 sequences in batches of 16: 3 batches an epoch, 12 in all, the
     // first 3 warming up. First batches: steps 0, 3, 6 and 9.
     let cfg = TrainConfig {
@@ -260,7 +211,7 @@ fn each_epoch_records_its_cosine_rate() {
 fn overfitting() -> (Vec<Vec<i64>>, Vec<Example>, Gru4RecConfig) {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let seqs = random_data(&mut rng, 30, 48, (8, 14));
-    let (train_seqs, valid, _) = split(&seqs);
+    let (train_seqs, valid, _) = leave_one_out(&seqs);
     (train_seqs, valid, gru(30))
 }
 

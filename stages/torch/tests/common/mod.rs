@@ -345,17 +345,44 @@ pub fn built<C: ModelConfig>(cfg: &C, seed: i64) -> (VarStore, C::Model) {
     (vs, model)
 }
 
-/// A `sequences` artifact of `seqs` over items `1..=n` in `dir` (training
-/// sequences without the last two items; validation and test examples).
-pub fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64) {
-    use seqpipe_stages::seqdata::{Example, Meta, SequenceData};
+/// Leave-one-out of `seqs` (users 1, 2, … in order): training sequences
+/// without their last two items, validation examples predicting the
+/// second-to-last from them, test examples the last from the rest.
+pub fn leave_one_out(
+    seqs: &[Vec<i64>],
+) -> (
+    Vec<Vec<i64>>,
+    Vec<seqpipe_stages::seqdata::Example>,
+    Vec<seqpipe_stages::seqdata::Example>,
+) {
+    use seqpipe_stages::seqdata::Example;
+    let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for (u, s) in seqs.iter().enumerate() {
+        let (user, k) = (u as i64 + 1, s.len());
+        train.push(s[..k - 2].to_vec());
+        valid.push(Example {
+            user,
+            history: s[..k - 2].to_vec(),
+            target: s[k - 2],
+        });
+        test.push(Example {
+            user,
+            history: s[..k - 1].to_vec(),
+            target: s[k - 1],
+        });
+    }
+    (train, valid, test)
+}
+
+/// A `sequences` artifact of `seqs` over items `1..=n` in `dir`, split by
+/// [`leave_one_out`]; without validation examples when `with_valid` is
+/// false.
+pub fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64, with_valid: bool) {
+    use seqpipe_stages::seqdata::{Meta, SequenceData};
     std::fs::create_dir_all(dir).unwrap();
-    let example = |u: usize, s: &Vec<i64>, cut: usize| Example {
-        user: u as i64 + 1,
-        history: s[..s.len() - cut].to_vec(),
-        target: s[s.len() - cut],
-    };
+    let (train, valid, test) = leave_one_out(seqs);
     let data = SequenceData {
+        // From JSON, so that fields added to `Meta` later keep their defaults.
         meta: serde_json::from_value::<Meta>(serde_json::json!({
             "num_items": n,
             "num_users": seqs.len(),
@@ -363,21 +390,13 @@ pub fn write_sequences(dir: &Path, seqs: &[Vec<i64>], n: i64) {
             "interactions": seqs.iter().map(Vec::len).sum::<usize>(),
         }))
         .unwrap(),
-        train: seqs
-            .iter()
+        train: train
+            .into_iter()
             .enumerate()
-            .map(|(u, s)| (u as i64 + 1, s[..s.len() - 2].to_vec()))
+            .map(|(u, s)| (u as i64 + 1, s))
             .collect(),
-        valid: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| example(u, s, 2))
-            .collect(),
-        test: seqs
-            .iter()
-            .enumerate()
-            .map(|(u, s)| example(u, s, 1))
-            .collect(),
+        valid: if with_valid { valid } else { vec![] },
+        test,
     };
     let vocab: Vec<i64> = (1..=n).map(|i| 100 + i).collect();
     data.write(dir, &vocab).unwrap();
