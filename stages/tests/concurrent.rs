@@ -20,7 +20,7 @@ device = "cpu"
 
 [stages.synth]
 kind = "synth"
-params = { users = 200, items = 80, min_len = 5, max_len = 20 }
+params = { users = 600, items = 80, min_len = 5, max_len = 20 }
 
 [stages.sequences]
 kind = "sequences"
@@ -29,12 +29,21 @@ inputs = { events = "synth.events" }
 [stages.train_sasrec]
 kind = "train"
 inputs = { data = "sequences.data" }
-params = { model = "sasrec", dim = 16, layers = 1, heads = 1, epochs = 6, max_len = 16 }
+params = { model = "sasrec", dim = 16, layers = 1, heads = 1, epochs = 40, max_len = 16 }
 
 [stages.eval_sasrec]
 kind = "evaluate"
 inputs = { model = "train_sasrec.model", data = "sequences.data" }
 "#;
+
+/// Whether some stage key's checkpoint folder holds a training checkpoint.
+fn has_epoch_checkpoint(d: &Path) -> bool {
+    let Ok(keys) = std::fs::read_dir(d.join("cache/checkpoints")) else {
+        return false;
+    };
+    keys.flatten()
+        .any(|key| key.path().join("checkpoint.json").exists())
+}
 
 /// Stage name → how many of the pipeline's recorded runs computed it.
 fn times_computed(d: &Path) -> BTreeMap<String, usize> {
@@ -63,9 +72,12 @@ fn two_runs_share_the_cache_computing_each_stage_once_and_gc_waits_for_both() {
     let (dir, _) = setup(SPEC);
     let d = dir.path();
     let first = spawn_run(d, &[]);
-    // The first run is training once its checkpoint folder appears.
+    // The first run is training once it has written an epoch checkpoint.
+    // (Not merely once a checkpoint folder exists: every computed stage
+    // gets one, so `synth`'s would let the second run start too early and
+    // wait for `sequences` instead.)
     let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(d.join("cache/checkpoints")).map_or(true, |mut e| e.next().is_none()) {
+    while !has_epoch_checkpoint(d) {
         assert!(
             Instant::now() < deadline,
             "the first run never started training"
