@@ -362,7 +362,10 @@ pub struct Train;
 /// 4: training.json carries per-epoch validation loss, HR@10, NDCG@10 and
 /// the learning rate (the weights of default runs are unchanged, but an
 /// artifact's bytes may differ only under a new key).
-pub const VERSION: u32 = 4;
+/// 5: dropout masks on CPU are drawn by ChaCha8 from one seed of torch's
+/// generator per call (models/dropout.rs), not by LibTorch's per-element
+/// mt19937: the same distribution, other draws, so other weights.
+pub const VERSION: u32 = 5;
 
 impl TypedStage for Train {
     type Params = Params;

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+use super::dropout::ChaChaDropout;
 use super::layers::{
     entropies, final_norm, forward_blocks, forward_blocks_recording, with_padding_column,
     Activation, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
@@ -360,7 +361,7 @@ impl Bert4Rec {
         let xs = self
             .emb_norm
             .forward(&(items + pos))
-            .dropout(self.cfg.dropout, train)
+            .chacha_dropout(self.cfg.dropout, train)
             * &keep;
 
         // Key-is-real; every query may also attend to itself so that rows of

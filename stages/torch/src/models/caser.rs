@@ -50,6 +50,7 @@ use tch::{Device, Tensor};
 
 use rand_chacha::ChaCha8Rng;
 
+use super::dropout::ChaChaDropout;
 use super::layers::{with_padding_column, Linear};
 use super::param;
 use super::trainer::{next_item_batch_last, ModelConfig, SequenceModel, TrainBatch};
@@ -296,7 +297,7 @@ impl Caser {
             .map(|h| h.forward(&over_time, window))
             .collect();
         parts.push(self.vertical.forward(&xs, window));
-        let conv = Tensor::cat(&parts, 2).dropout(self.cfg.dropout, train);
+        let conv = Tensor::cat(&parts, 2).chacha_dropout(self.cfg.dropout, train);
         self.fc.forward(&conv).relu() * keep
     }
 

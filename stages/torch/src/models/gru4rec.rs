@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Tensor};
 
+use super::dropout::ChaChaDropout;
 use super::layers::{dot_rows, with_padding_column, Gru, Linear, Padding};
 use super::param;
 use super::trainer::{ModelConfig, SequenceModel};
@@ -223,12 +224,12 @@ impl Gru4Rec {
         let padding = Padding::of(&seqs);
         let ids = padding.right_ids(&seqs);
         let xs = Tensor::embedding(&self.item_emb, &ids, 0, false, false)
-            .dropout(self.cfg.dropout, train);
+            .chacha_dropout(self.cfg.dropout, train);
         // Last layer's states [B, L, H], right-padded.
         let hs = self
             .gru
             .forward_t(&xs, train)
-            .dropout(self.cfg.dropout, train);
+            .chacha_dropout(self.cfg.dropout, train);
         padding.left(&hs)
     }
 

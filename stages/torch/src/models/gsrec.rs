@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+use super::dropout::ChaChaDropout;
 use super::layers::{
     causal_mask, entropies, final_norm, forward_blocks, forward_blocks_recording,
     with_padding_column, Activation, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm,
@@ -233,7 +234,7 @@ impl GsRec {
         let hs = self
             .gru
             .forward_t(&padding.right(&xs), train)
-            .dropout(self.cfg.dropout, train);
+            .chacha_dropout(self.cfg.dropout, train);
         padding.left(&hs)
     }
 
@@ -260,8 +261,9 @@ impl GsRec {
             (Kind::Int64, device),
         );
         let pos = self.pos_emb.index_select(0, &positions);
-        let xs =
-            (items * (self.cfg.dim as f64).sqrt() + pos).dropout(self.cfg.dropout, train) * &keep;
+        let xs = (items * (self.cfg.dim as f64).sqrt() + pos)
+            .chacha_dropout(self.cfg.dropout, train)
+            * &keep;
         (xs, keep, causal_mask(&valid))
     }
 

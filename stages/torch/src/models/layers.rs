@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use super::dropout::ChaChaDropout;
 use super::param;
 
 /// A linear layer, initialised like PyTorch's `nn.Linear` (or all zeros
@@ -156,25 +157,43 @@ impl AttentionBlock {
         let q = split(self.q.forward(&h));
         let k = split(self.k.forward(&h));
         let v = split(self.v.forward(&h));
-        let attn_dropout = if train { self.dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(mask),
-            attn_dropout,
-            false,
-            None,
-            false,
-        );
+        let ctx = if train && self.dropout > 0.0 && q.device() == Device::Cpu {
+            attend_with_dropout(&q, &k, &v, mask, self.dropout)
+        } else {
+            let attn_dropout = if train { self.dropout } else { 0.0 };
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(mask),
+                attn_dropout,
+                false,
+                None,
+                false,
+            )
+        };
         let ctx = ctx.transpose(1, 2).contiguous().view([b, l, d]);
-        let ys = self.out.forward(&ctx).dropout(self.dropout, train);
+        let ys = self.out.forward(&ctx).chacha_dropout(self.dropout, train);
         if self.pre_norm {
             xs + ys
         } else {
             self.norm.forward(&(xs + ys))
         }
     }
+}
+
+/// softmax(QKᵀ/√d under `mask`) with dropout on the weights, times V: what
+/// LibTorch's `scaled_dot_product_attention` computes on CPU when dropout
+/// is on (its fused kernels need dropout 0, so it materialises the weights
+/// too), written out so the weights' mask is drawn by [`ChaChaDropout`]:
+/// the [B, H, L, L] mask is the largest one a transformer draws.
+fn attend_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> Tensor {
+    let scale = (*q.size().last().expect("heads have a width") as f64).sqrt();
+    (q.matmul(&k.transpose(-2, -1)) / scale)
+        .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
+        .softmax(-1, q.kind())
+        .chacha_dropout(p, true)
+        .matmul(v)
 }
 
 impl AttentionBlock {
@@ -384,8 +403,8 @@ impl FeedForwardBlock {
         let ys = self
             .activation
             .apply(&self.fc1.forward(&h))
-            .dropout(self.dropout, train);
-        let ys = self.fc2.forward(&ys).dropout(self.dropout, train);
+            .chacha_dropout(self.dropout, train);
+        let ys = self.fc2.forward(&ys).chacha_dropout(self.dropout, train);
         if self.pre_norm {
             xs + ys
         } else {
@@ -696,5 +715,27 @@ mod tests {
                 w.iter().cloned().fold(0.0, f64::max) - w.iter().cloned().fold(1.0, f64::min);
             assert!(spread > 1e-3, "weights {w:?}");
         }
+    }
+
+    #[test]
+    fn training_attention_is_the_fused_attention_with_dropped_weights() {
+        let _guard = crate::models::trainer::torch_rng_lock();
+        let (_vs, b) = block(true, true, 2);
+        let xs = Tensor::randn([3, 6, D], (Kind::Float, tch::Device::Cpu));
+        let mask = causal_mask(&[6, 3, 1], 6);
+        let (q, k, v) = b.heads_of(&xs);
+        let fused =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None, false);
+        // A vanishing rate keeps every weight (scaled by ~1): the fused output.
+        let kept = attend_with_dropout(&q, &k, &v, &mask, 1e-12);
+        let diff = (&fused - &kept).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "differ by {diff}");
+        // At 0.5 about half the weights are dropped: the output moves, and
+        // the same torch seed draws the same mask.
+        tch::manual_seed(4);
+        let dropped = attend_with_dropout(&q, &k, &v, &mask, 0.5);
+        tch::manual_seed(4);
+        assert!(dropped.equal(&attend_with_dropout(&q, &k, &v, &mask, 0.5)));
+        assert!((&fused - &dropped).abs().max().double_value(&[]) > 1e-3);
     }
 }

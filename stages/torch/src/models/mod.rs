@@ -28,6 +28,7 @@
 
 pub mod bert4rec;
 pub mod caser;
+mod dropout;
 pub mod gru4rec;
 pub mod gsrec;
 pub mod infonce;

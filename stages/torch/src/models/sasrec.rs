@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+use super::dropout::ChaChaDropout;
 use super::layers::{
     causal_mask, dot_rows, entropies, final_norm, forward_blocks, forward_blocks_recording,
     Activation, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
@@ -288,8 +289,9 @@ impl SasRec {
             (Kind::Int64, device),
         );
         let pos = self.pos_emb.index_select(0, &positions); // [L, D]
-        let xs =
-            (items * (self.cfg.dim as f64).sqrt() + pos).dropout(self.cfg.dropout, train) * &keep;
+        let xs = (items * (self.cfg.dim as f64).sqrt() + pos)
+            .chacha_dropout(self.cfg.dropout, train)
+            * &keep;
 
         (xs, keep, causal_mask(&valid))
     }
