@@ -47,8 +47,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::dropout::ChaChaDropout;
 use super::layers::{
-    entropies, final_norm, forward_blocks, forward_blocks_recording, with_padding_column,
-    Activation, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
+    encode_blocks, encode_blocks_diagnosed, with_padding_column, Activation, AttentionBlock,
+    BlockShape, Embedded, FeedForwardBlock, LayerNorm, Linear, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel, TrainBatch};
 use super::{param, AttentionBatch, Attentive};
@@ -320,26 +320,13 @@ impl Bert4Rec {
     /// mask); padded positions come out as zeros and never influence others.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (xs, keep, mask) = self.embed(seqs, train);
-        let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
-        final_norm(self.last_norm.as_ref(), xs, &keep)
+        let embedded = self.embed(seqs, train);
+        encode_blocks(&self.blocks, self.last_norm.as_ref(), embedded, train)
     }
 
-    /// [`Bert4Rec::encode`] in eval mode, with the attention diagnostic of
-    /// the last position taken from the same pass.
-    fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
-        let (xs, keep, mask) = self.embed(seqs, false);
-        let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
-        (
-            final_norm(self.last_norm.as_ref(), xs, &keep),
-            entropies(&weights, &mask),
-        )
-    }
-
-    /// What the blocks read: the embedded inputs [B, L, D], the mask
-    /// zeroing padded positions [B, L, 1] and the attention mask
-    /// [B, 1, L, L] (true = may attend).
-    fn embed(&self, seqs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
+    /// What the blocks read (see [`Embedded`]), every real key visible to
+    /// every query.
+    fn embed(&self, seqs: &Tensor, train: bool) -> Embedded {
         let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
@@ -417,7 +404,9 @@ impl Bert4Rec {
     /// blocks. Its keys are the history's items and `[MASK]` itself.
     pub fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         tch::no_grad(|| {
-            let (h, attention) = self.encode_diagnosed(&self.with_mask(seqs));
+            let embedded = self.embed(&self.with_mask(seqs), false);
+            let (h, attention) =
+                encode_blocks_diagnosed(&self.blocks, self.last_norm.as_ref(), embedded);
             (self.scores_after(&h), attention)
         })
     }

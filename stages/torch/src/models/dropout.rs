@@ -81,7 +81,7 @@ fn keep_mask(shape: &[i64], p: f64, seed: u64) -> Tensor {
 
 /// Fills `values` with the keep mask of stream `seed`, several threads at
 /// once when it is large (the result does not depend on how many).
-pub(crate) fn fill_keep_mask(values: &mut [f32], p: f64, seed: u64) {
+fn fill_keep_mask(values: &mut [f32], p: f64, seed: u64) {
     let threads = tch::get_num_threads().max(1) as usize;
     if threads == 1 || values.len() < PARALLEL_FROM {
         fill_chunks(values, 0, p, seed);

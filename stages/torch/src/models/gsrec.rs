@@ -43,9 +43,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::dropout::ChaChaDropout;
 use super::layers::{
-    causal_mask, entropies, final_norm, forward_blocks, forward_blocks_recording,
-    with_padding_column, Activation, AttentionBlock, BlockShape, FeedForwardBlock, Gru, LayerNorm,
-    Linear, Padding, TransformerBlock,
+    causal_mask, encode_blocks, encode_blocks_diagnosed, with_padding_column, Activation,
+    AttentionBlock, BlockShape, Embedded, FeedForwardBlock, Gru, LayerNorm, Linear, Padding,
+    TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -211,37 +211,25 @@ impl GsRec {
     /// at `t` depends only on the row's items at positions `<= t`, padded
     /// positions are zeros.
     fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (xs, keep, mask) = self.embed(seqs, train);
-        let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
-        self.after_blocks(seqs, xs, &keep, train)
+        let embedded = self.embed(seqs, train);
+        let xs = encode_blocks(&self.blocks, self.last_norm.as_ref(), embedded, train);
+        self.gru_states(seqs, &xs, train)
     }
 
-    /// `encode` in eval mode, with the attention diagnostic of the last
-    /// position (the one `score_last` scores, through the GRU) taken from
-    /// the same pass.
-    fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
-        let (xs, keep, mask) = self.embed(seqs, false);
-        let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
-        let hs = self.after_blocks(seqs, xs, &keep, false);
-        (hs, entropies(&weights, &mask))
-    }
-
-    /// The attention blocks' output `xs` of histories `seqs` through the
-    /// final norm (pre-LN) and the GRU: states [B, L, hidden].
-    fn after_blocks(&self, seqs: &Tensor, xs: Tensor, keep: &Tensor, train: bool) -> Tensor {
-        let xs = final_norm(self.last_norm.as_ref(), xs, keep);
+    /// The attention half's output `xs` [B, L, D] of histories `seqs`
+    /// through the GRU: states [B, L, hidden].
+    fn gru_states(&self, seqs: &Tensor, xs: &Tensor, train: bool) -> Tensor {
         let padding = Padding::of(&seqs.to_device(self.device()));
         let hs = self
             .gru
-            .forward_t(&padding.right(&xs), train)
+            .forward_t(&padding.right(xs), train)
             .chacha_dropout(self.cfg.dropout, train);
         padding.left(&hs)
     }
 
-    /// What the attention blocks read: the embedded inputs [B, L, D], the
-    /// mask zeroing padded positions [B, L, 1] and the attention mask
-    /// [B, 1, L, L] (true = may attend).
-    fn embed(&self, seqs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
+    /// What the attention blocks read (see [`Embedded`]), under a causal
+    /// attention mask.
+    fn embed(&self, seqs: &Tensor, train: bool) -> Embedded {
         let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
@@ -283,7 +271,10 @@ impl GsRec {
     /// from one pass through the blocks.
     pub fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         tch::no_grad(|| {
-            let (hs, attention) = self.encode_diagnosed(seqs);
+            let embedded = self.embed(seqs, false);
+            let (xs, attention) =
+                encode_blocks_diagnosed(&self.blocks, self.last_norm.as_ref(), embedded);
+            let hs = self.gru_states(seqs, &xs, false);
             (self.scores_after(&hs), attention)
         })
     }

@@ -188,12 +188,19 @@ impl AttentionBlock {
 /// too), written out so the weights' mask is drawn by [`ChaChaDropout`]:
 /// the [B, H, L, L] mask is the largest one a transformer draws.
 fn attend_with_dropout(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p: f64) -> Tensor {
+    attention_weights(q, k, mask, q.kind())
+        .chacha_dropout(p, true)
+        .matmul(v)
+}
+
+/// softmax(QKᵀ/√d) over the keys `mask` allows (exactly 0 on the others),
+/// the softmax taken in `kind`: queries `q` [B, H, Q, d], keys `k`
+/// [B, H, L, d], `mask` bool [B, 1, Q, L] → [B, H, Q, L].
+fn attention_weights(q: &Tensor, k: &Tensor, mask: &Tensor, kind: Kind) -> Tensor {
     let scale = (*q.size().last().expect("heads have a width") as f64).sqrt();
     (q.matmul(&k.transpose(-2, -1)) / scale)
         .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
-        .softmax(-1, q.kind())
-        .chacha_dropout(p, true)
-        .matmul(v)
+        .softmax(-1, kind)
 }
 
 impl AttentionBlock {
@@ -232,11 +239,7 @@ impl AttentionBlock {
         } else {
             mask.narrow(2, start, len)
         };
-        let scale = (*q.size().last().expect("heads have a width") as f64).sqrt();
-        (q.matmul(&k.transpose(-2, -1)) / scale)
-            .to_kind(Kind::Float)
-            .masked_fill(&mask.logical_not(), f64::NEG_INFINITY)
-            .softmax(-1, Kind::Float)
+        attention_weights(&q, &k, &mask, Kind::Float)
     }
 
     /// The last query's weights over the keys, averaged over heads: [B, L].
@@ -297,9 +300,37 @@ pub(crate) fn forward_blocks(
         .fold(xs, |xs, block| block.forward_t(&xs, mask, keep, train))
 }
 
+/// What a transformer model's embedding step hands its blocks: the inputs
+/// [B, L, D], the mask zeroing padded positions [B, L, 1] and the
+/// attention mask [B, 1, L, L] (true = may attend).
+pub(crate) type Embedded = (Tensor, Tensor, Tensor);
+
+/// The encoder SASRec, BERT4Rec and GSRec share: embedded inputs through
+/// every block, then the final norm of pre-LN blocks (`norm`).
+pub(crate) fn encode_blocks(
+    blocks: &[TransformerBlock],
+    norm: Option<&LayerNorm>,
+    (xs, keep, mask): Embedded,
+    train: bool,
+) -> Tensor {
+    let xs = forward_blocks(blocks, xs, &mask, &keep, train);
+    final_norm(norm, xs, &keep)
+}
+
+/// [`encode_blocks`] in eval mode, with the attention diagnostic of the
+/// last query taken from the same pass ([`forward_blocks_recording`]).
+pub(crate) fn encode_blocks_diagnosed(
+    blocks: &[TransformerBlock],
+    norm: Option<&LayerNorm>,
+    (xs, keep, mask): Embedded,
+) -> (Tensor, super::AttentionBatch) {
+    let (xs, weights) = forward_blocks_recording(blocks, xs, &mask, &keep);
+    (final_norm(norm, xs, &keep), entropies(&weights, &mask))
+}
+
 /// The blocks' output through the final norm of pre-LN blocks (`norm`;
 /// post-LN blocks have none), padded positions kept at zero by `keep`.
-pub(crate) fn final_norm(norm: Option<&LayerNorm>, xs: Tensor, keep: &Tensor) -> Tensor {
+fn final_norm(norm: Option<&LayerNorm>, xs: Tensor, keep: &Tensor) -> Tensor {
     match norm {
         Some(norm) => norm.forward(&xs) * keep,
         None => xs,

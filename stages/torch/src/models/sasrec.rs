@@ -46,8 +46,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::dropout::ChaChaDropout;
 use super::layers::{
-    causal_mask, dot_rows, entropies, final_norm, forward_blocks, forward_blocks_recording,
-    Activation, AttentionBlock, BlockShape, FeedForwardBlock, LayerNorm, TransformerBlock,
+    causal_mask, dot_rows, encode_blocks, encode_blocks_diagnosed, Activation, AttentionBlock,
+    BlockShape, Embedded, FeedForwardBlock, LayerNorm, TransformerBlock,
 };
 use super::trainer::{ModelConfig, SequenceModel};
 use super::{param, AttentionBatch, Attentive};
@@ -250,27 +250,13 @@ impl SasRec {
     /// predict the item at `t + 1`. Padded positions come out as zeros.
     /// `train` switches dropout on.
     pub fn encode(&self, seqs: &Tensor, train: bool) -> Tensor {
-        let (xs, keep, mask) = self.embed(seqs, train);
-        let xs = forward_blocks(&self.blocks, xs, &mask, &keep, train);
-        final_norm(self.last_norm.as_ref(), xs, &keep)
+        let embedded = self.embed(seqs, train);
+        encode_blocks(&self.blocks, self.last_norm.as_ref(), embedded, train)
     }
 
-    /// [`SasRec::encode`] in eval mode, with the attention diagnostic of
-    /// the last position (the one [`SasRec::score_last`] scores) taken
-    /// from the same pass.
-    fn encode_diagnosed(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
-        let (xs, keep, mask) = self.embed(seqs, false);
-        let (xs, weights) = forward_blocks_recording(&self.blocks, xs, &mask, &keep);
-        (
-            final_norm(self.last_norm.as_ref(), xs, &keep),
-            entropies(&weights, &mask),
-        )
-    }
-
-    /// What the blocks read: the embedded inputs [B, L, D], the mask
-    /// zeroing padded positions [B, L, 1] and the attention mask
-    /// [B, 1, L, L] (true = may attend).
-    fn embed(&self, seqs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
+    /// What the blocks read (see [`Embedded`]), under a causal attention
+    /// mask.
+    fn embed(&self, seqs: &Tensor, train: bool) -> Embedded {
         let (_b, l) = seqs.size2().expect("seqs must be [B, L]");
         assert!(
             l <= self.cfg.max_len,
@@ -326,7 +312,9 @@ impl SasRec {
     /// position, from one pass through the blocks.
     pub fn score_last_with_attention(&self, seqs: &Tensor) -> (Tensor, AttentionBatch) {
         tch::no_grad(|| {
-            let (h, attention) = self.encode_diagnosed(seqs);
+            let embedded = self.embed(seqs, false);
+            let (h, attention) =
+                encode_blocks_diagnosed(&self.blocks, self.last_norm.as_ref(), embedded);
             (self.scores_after(&h), attention)
         })
     }
