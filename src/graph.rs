@@ -110,9 +110,15 @@ pub fn resolve(mut spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
         ));
     }
     let mut stages = Vec::new();
+    let mut shared_used: BTreeMap<&str, bool> = spec
+        .shared_params
+        .keys()
+        .map(|k| (k.as_str(), false))
+        .collect();
     for s in &mut spec.stages {
         let kind = resolve_kind(s, registry)?;
         let kind = bind(kind, s, registry)?;
+        apply_shared_params(s, kind.as_ref(), &spec.shared_params, &mut shared_used);
         let params = resolve_params(s, kind.as_ref())?;
         stages.push(PlannedStage {
             name: s.name.clone(),
@@ -122,6 +128,15 @@ pub fn resolve(mut spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
             inputs: BTreeMap::new(),
             paths: BTreeMap::new(),
         });
+    }
+    if let Some((key, _)) = shared_used.iter().find(|(_, used)| !**used) {
+        let (_, at) = &spec.shared_params[*key];
+        return Err(error(
+            at,
+            format!("pipeline.params.{key}"),
+            format!("no stage of this pipeline takes a param `{key}`"),
+            Some("[pipeline.params] sets a param for every stage whose kind takes it; `seqpipe stages` lists each kind's params".into()),
+        ));
     }
     let by_name: BTreeMap<&str, usize> = spec
         .stages
@@ -177,6 +192,31 @@ fn bind(
             ),
             Some("a kind's settings go in params = { … }; `seqpipe stages` lists them".into()),
         )),
+    }
+}
+
+/// Gives `s` each `[pipeline.params]` value its kind takes and the stage
+/// does not set itself (its own value, or a `--set`, wins), located where
+/// `[pipeline.params]` wrote it; marks in `used` the names some stage took.
+fn apply_shared_params<'a>(
+    s: &mut StageSpec,
+    kind: &dyn Stage,
+    shared: &'a BTreeMap<String, (toml::Value, Location)>,
+    used: &mut BTreeMap<&'a str, bool>,
+) {
+    let defaults = kind.defaults();
+    let Some(known) = defaults.as_object() else {
+        return;
+    };
+    for (key, (value, at)) in shared {
+        if !known.contains_key(key) {
+            continue;
+        }
+        used.insert(key.as_str(), true);
+        if !s.params.contains_key(key) {
+            s.params.insert(key.clone(), value.clone());
+            s.at.params.insert(key.clone(), at.clone());
+        }
     }
 }
 

@@ -126,6 +126,8 @@ struct RawPipeline {
     slurm: Option<RawSlurm>,
     #[serde(default)]
     cache: Option<Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 /// `[pipeline] cache`: a folder, or a URL of a store seqpipe can open.
@@ -219,6 +221,12 @@ pub struct Spec {
     /// The `--set` flags applied, as written: a Slurm job rebuilds the same
     /// plan from the spec file and these.
     pub overrides: Vec<String>,
+    /// `[pipeline.params]`: values set once for every stage whose kind
+    /// takes a param of that name and that does not set it itself (e.g. an
+    /// evaluation protocol shared by `train`'s validation and `evaluate`);
+    /// applied when the plan is resolved, where kinds are known. Each value
+    /// with where it was written.
+    pub shared_params: BTreeMap<String, (toml::Value, Location)>,
 }
 
 /// Where a stage runs. Placement never enters a key: a stage computed on a
@@ -434,6 +442,14 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         Some(c) => Some(check_cache(c, &source)?),
     };
     let slurm_defaults = pipeline.slurm.clone().unwrap_or_default();
+    let shared_params = pipeline
+        .params
+        .into_iter()
+        .map(|(key, value)| {
+            let at = source.location(&key.span());
+            (key.into_inner(), (value.into_inner(), at))
+        })
+        .collect();
     let mut stages = Vec::new();
     for (name, stage) in raw.stages {
         let span = name.span();
@@ -467,6 +483,7 @@ fn check(raw: RawSpec, source: Source, overrides: &[Override]) -> Result<Spec, S
         executor: pipeline.executor.unwrap_or_default(),
         cache,
         overrides: overrides.iter().map(|o| o.flag.clone()).collect(),
+        shared_params,
     })
 }
 

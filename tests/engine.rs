@@ -458,3 +458,65 @@ fn concurrent_runs_in_one_process_compute_a_shared_stage_once() {
     assert_eq!(outcomes, [Outcome::Cached, Outcome::Ran]);
     assert_eq!(reports[0].stages[0].outputs, reports[1].stages[0].outputs);
 }
+
+/// `[pipeline.params]` gives a param to every stage whose kind takes it —
+/// exactly as if the stage had written it (same canonical params, so the
+/// same key) — unless the stage sets it itself or a `--set` does; a name no
+/// stage takes, or a bad value, is refused at its own line.
+#[test]
+fn pipeline_params_reach_every_stage_that_takes_them_and_yield_to_the_stage() {
+    let r = registry();
+    let top_n = |spec: &str, sets: &[&str]| {
+        let dir = setup(spec, "a b");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let plan = ops::load_plan(&dir.path().join("p.toml"), &sets, &r).unwrap();
+        let top = plan.stages.iter().find(|s| s.name == "top").unwrap();
+        top.params["n"].clone()
+    };
+    let shared = WORDS
+        .replace(
+            "name = \"words\"\n",
+            "name = \"words\"\n[pipeline.params]\nn = 5\n",
+        )
+        .replace("params = { n = 2 }\n", "");
+    assert_eq!(top_n(&shared, &[]), 5);
+    assert_eq!(top_n(&shared, &["top.n=7"]), 7);
+    // the stage's own value wins
+    let own = WORDS.replace(
+        "name = \"words\"\n",
+        "name = \"words\"\n[pipeline.params]\nn = 5\n",
+    );
+    assert_eq!(top_n(&own, &[]), 2);
+    // the same plan as writing it on the stage: the same key
+    let written = WORDS.replace("n = 2", "n = 5");
+    let one = setup(WORDS, "a b");
+    let key_of = |spec: &str| {
+        std::fs::write(one.path().join("p.toml"), spec).unwrap();
+        let plan = ops::load_plan(&one.path().join("p.toml"), &[], &r).unwrap();
+        plan.fingerprint()
+    };
+    assert_eq!(key_of(&shared), key_of(&written));
+
+    let refused = |spec: &str| {
+        let dir = setup(spec, "a b");
+        let Err(err) = ops::load_plan(&dir.path().join("p.toml"), &[], &r) else {
+            panic!("the plan was accepted");
+        };
+        err.downcast::<SpecError>().expect("a SpecError")
+    };
+    let nobody = WORDS.replace(
+        "name = \"words\"\n",
+        "name = \"words\"\n[pipeline.params]\nnope = 1\n",
+    );
+    let e = refused(&nobody);
+    let line = |e: &SpecError| match &e.location {
+        seqpipe::spec::Location::File { line, .. } => *line,
+        other => panic!("not in the file: {other}"),
+    };
+    assert_eq!(e.key, "pipeline.params.nope");
+    assert_eq!(line(&e), 5, "{e}");
+    let bad = shared.replace("n = 5", "n = \"five\"");
+    let e = refused(&bad);
+    assert_eq!(line(&e), 5, "points at [pipeline.params]: {e}");
+    assert!(e.key.contains("params.n"), "{e}");
+}

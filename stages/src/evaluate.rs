@@ -9,6 +9,10 @@
 //! the user already met stay candidates — and may be sampled; true:
 //! every item of the user's training sequence and of the example's history
 //! is removed, except the target itself),
+//! `ties` ("expected": a target tied with other candidates counts at the
+//! mean of the positions the tie allows, the exact expectation over every
+//! ordering of the tied items; "pessimistic": after all of them;
+//! "optimistic": before them — see [`crate::rank`]),
 //! `batch_size` (256 histories scored at once), `bootstrap` (1000 resamples
 //! for the 95 % confidence intervals, 0 = none; seeded by the pipeline
 //! seed), `long_tail` (50: targets with fewer training occurrences count as
@@ -18,7 +22,10 @@
 //! [`crate::metrics`]; full ranking only).
 //! Inputs: `model` (model), `data` (sequences).
 //! Outputs: `metrics` (metrics):
-//! - `metrics.json`: one object per split with `hr@K`, `ndcg@K`, `mrr@K`,
+//! - `metrics.json`: `model`, `num_items`, `protocol` (how every number
+//!   was computed: `ranking`, `k`, `negatives` and `sampler` (null unless
+//!   sampled), `exclude_seen`, `ties`, `bootstrap`, `seed`, `long_tail`,
+//!   `evaluate_version`), and one object per split with `hr@K`, `ndcg@K`, `mrr@K`,
 //!   `mrr` and `examples`, and as asked `precision@K`, `coverage@K`,
 //!   `avg_pop@K`; `<metric>_ci` = `[lo, hi]` for every example-averaged
 //!   metric; `breakdown` = HR@10/NDCG@10 and counts by history length (<3 — the
@@ -48,7 +55,12 @@
 //!   (eval mode, no gradients), so the fused attention that trains and
 //!   scores is untouched. Models without attention write no `attention`.
 //! - `ranks.parquet`: per example `split`, `user`, `target`, `rank` (full
-//!   ranking, 1-based; null when not computed) and `sampled_rank` — what the
+//!   ranking: the best 1-based position the target can take, i.e. one more
+//!   than the candidates scored above it; null when not computed), `tied`
+//!   (the other candidates scored the same: the target's position is
+//!   uniform on `rank ..= rank + tied` under `ties = "expected"`, and `tied`
+//!   is 0 under the other two rules, `rank` then being the position), and
+//!   `sampled_rank` / `sampled_tied` the same for sampled ranking — what the
 //!   report's paired significance tests compare, user by user.
 //! - `training.json`: the model's per-epoch curve, copied when the model has
 //!   one, so the report can draw training curves from its `metrics` inputs.
@@ -64,6 +76,8 @@ use std::collections::BTreeMap;
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
 
+use crate::rank::Ties;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Params {
@@ -74,6 +88,7 @@ pub struct Params {
     pub sampler: String,
     pub splits: Vec<String>,
     pub exclude_seen: bool,
+    pub ties: Ties,
     pub batch_size: usize,
     pub bootstrap: usize,
     pub long_tail: u64,
@@ -89,6 +104,7 @@ impl Default for Params {
             sampler: "uniform".into(),
             splits: vec!["valid".into(), "test".into()],
             exclude_seen: false,
+            ties: Ties::Expected,
             batch_size: 256,
             bootstrap: 1000,
             long_tail: 50,
@@ -103,7 +119,10 @@ pub struct Evaluate;
 /// 4: `exclude_seen` removes the unit's whole training sequence, not only
 /// the history kept in the example (cut to `sequences`' `max_len`); attention
 /// models' `attention` entropies by history length.
-pub const VERSION: u32 = 4;
+/// 5: ties between the target and other candidates count by `ties`
+/// (expected by default) instead of by item index; top-K lists break equal
+/// scores by a seeded hash of the item; `ranks.parquet` gains `tied`.
+pub const VERSION: u32 = 5;
 
 impl TypedStage for Evaluate {
     type Params = Params;
@@ -127,6 +146,7 @@ impl TypedStage for Evaluate {
                 ParamDoc { name: "sampler", doc: "uniform or popularity (sampled ranking)" },
                 ParamDoc { name: "splits", doc: "valid and/or test" },
                 ParamDoc { name: "exclude_seen", doc: "remove the user's training items and history from the candidates (never the target)" },
+                ParamDoc { name: "ties", doc: "how a target tied with other candidates ranks: expected (the mean over the tie's orderings), pessimistic (after them) or optimistic (before them)" },
                 ParamDoc { name: "batch_size", doc: "histories scored at once" },
                 ParamDoc { name: "bootstrap", doc: "resamples for 95% confidence intervals (0 = off)" },
                 ParamDoc { name: "long_tail", doc: "training occurrences below which a target is long tail" },
@@ -211,6 +231,28 @@ pub fn check(p: &Params) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key of `metrics.json`'s object that records how its numbers were
+/// computed (not a split).
+pub const PROTOCOL_KEY: &str = "protocol";
+
+/// The `protocol` object of `metrics.json`: every param that decides what a
+/// number means, so a table read without this pipeline still says how it
+/// was ranked.
+pub fn protocol(p: &Params, seed: u64) -> serde_json::Value {
+    serde_json::json!({
+        "ranking": p.ranking,
+        "k": p.k,
+        "negatives": if p.sampled() { serde_json::json!(p.negatives) } else { serde_json::Value::Null },
+        "sampler": if p.sampled() { serde_json::json!(p.sampler) } else { serde_json::Value::Null },
+        "exclude_seen": p.exclude_seen,
+        "ties": p.ties.as_str(),
+        "bootstrap": p.bootstrap,
+        "seed": seed,
+        "long_tail": p.long_tail,
+        "evaluate_version": VERSION,
+    })
+}
+
 /// Split name → metric name → value.
 pub type SplitMetrics = BTreeMap<String, BTreeMap<String, f64>>;
 
@@ -220,6 +262,9 @@ pub fn read_metrics(dir: &std::path::Path) -> anyhow::Result<(String, SplitMetri
     let model = v["model"].as_str().unwrap_or("?").to_string();
     let mut splits = BTreeMap::new();
     for (k, val) in v.as_object().into_iter().flatten() {
+        if k == PROTOCOL_KEY {
+            continue;
+        }
         if let Some(obj) = val.as_object() {
             splits.insert(
                 k.clone(),
@@ -252,7 +297,9 @@ pub fn read_metrics_detail(
     let model = v["model"].as_str().unwrap_or("?").to_string();
     let mut splits = BTreeMap::new();
     for (k, val) in v.as_object().into_iter().flatten() {
-        let Some(obj) = val.as_object() else { continue };
+        let Some(obj) = val.as_object().filter(|_| k != PROTOCOL_KEY) else {
+            continue;
+        };
         let mut d = SplitDetail::default();
         for (m, x) in obj {
             if let Some(x) = x.as_f64() {

@@ -54,6 +54,7 @@ pub mod load_parquet;
 pub mod load_text;
 pub mod metrics;
 pub mod profile;
+pub mod rank;
 pub mod report;
 pub mod sampled;
 pub mod seqdata;

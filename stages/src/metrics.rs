@@ -23,94 +23,27 @@
 //! prediction, an item never predicted having precision 0 (scikit-learn's
 //! `average="macro"`, `zero_division=0`).
 //!
-//! Ties are broken by item index: an item with the same score as the target
-//! ranks ahead of it when its index is lower — the order a stable top-K over
-//! the catalogue would give, so metrics neither reward nor punish ties at
-//! random. [`top_k`] orders lists the same way.
+//! Each example's target arrives as a [`Rank`] (candidates above it, and
+//! tied with it) already resolved under the evaluation's [`Ties`] rule, and
+//! every rank metric is the exact mean over the positions a tie leaves
+//! open — see [`crate::rank`]. Top-K lists break equal scores by a seeded
+//! hash of the item ([`top_k`]), never by index.
 //!
 //! Confidence intervals: percentile bootstrap over examples (resampled with
 //! replacement, `ChaCha8` seeded), 2.5 % and 97.5 % quantiles of the resampled
 //! means, linearly interpolated.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
 
-/// The 1-based rank of `target` in `scores` (index 0, the padding item, is
-/// never a candidate). `exclude` lists items removed from the candidates.
-pub fn rank_of(scores: &[f32], target: usize, exclude: &[usize]) -> usize {
-    let t = scores[target];
-    let mut ahead = 0usize;
-    for (j, &s) in scores.iter().enumerate().skip(1) {
-        if j != target && (s > t || (s == t && j < target)) {
-            ahead += 1;
-        }
-    }
-    // Excluded items that were ahead no longer count.
-    for &j in exclude {
-        if j != 0 && j != target && j < scores.len() {
-            let s = scores[j];
-            if s > t || (s == t && j < target) {
-                ahead -= 1;
-            }
-        }
-    }
-    ahead + 1
-}
-
-/// A candidate in the top-K heap; `Ord` puts the *worse* item first, so the
-/// max-heap's top is the one to evict.
-#[derive(PartialEq)]
-struct Cand(f32, usize);
-
-impl Eq for Cand {}
-
-impl Ord for Cand {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // worse = lower score, or same score and higher index
-        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
-    }
-}
-
-impl PartialOrd for Cand {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-/// The `k` best items of `scores`, best first (higher score, then lower
-/// index), leaving out padding (0) and the sorted list `exclude`. Holds only
-/// `k` candidates at a time.
-pub fn top_k(scores: &[f32], k: usize, exclude: &[usize]) -> Vec<usize> {
-    let mut heap: BinaryHeap<Cand> = BinaryHeap::with_capacity(k + 1);
-    if k == 0 {
-        return vec![];
-    }
-    for (j, &s) in scores.iter().enumerate().skip(1) {
-        if heap.len() == k {
-            let worst = heap.peek().expect("k > 0");
-            // not better than the worst kept: skip (ties lose to lower index)
-            if s.total_cmp(&worst.0) != Ordering::Greater {
-                continue;
-            }
-        }
-        if exclude.binary_search(&j).is_ok() {
-            continue;
-        }
-        heap.push(Cand(s, j));
-        if heap.len() > k {
-            heap.pop();
-        }
-    }
-    heap.into_sorted_vec().into_iter().map(|c| c.1).collect()
-}
+pub use crate::rank::{rank_among, rank_of, top_k, Rank, RankMetric, Ties};
 
 /// Averages of HR/NDCG/MRR at each K over the given ranks, named `hr@10`…;
 /// plus `mrr` over the full ranking and `examples`.
-pub fn summarize(ranks: &[usize], ks: &[usize], which: &[String]) -> BTreeMap<String, f64> {
+pub fn summarize(ranks: &[Rank], ks: &[usize], which: &[String]) -> BTreeMap<String, f64> {
     let n = ranks.len().max(1) as f64;
     let mut out = BTreeMap::new();
     for &k in ks {
@@ -124,7 +57,7 @@ pub fn summarize(ranks: &[usize], ks: &[usize], which: &[String]) -> BTreeMap<St
     if which.iter().any(|w| w == "mrr") {
         out.insert(
             "mrr".into(),
-            ranks.iter().map(|r| 1.0 / *r as f64).sum::<f64>() / n,
+            ranks.iter().map(|r| r.reciprocal()).sum::<f64>() / n,
         );
     }
     out.insert("examples".into(), ranks.len() as f64);
@@ -132,18 +65,11 @@ pub fn summarize(ranks: &[usize], ks: &[usize], which: &[String]) -> BTreeMap<St
 }
 
 /// One example's value of a rank metric (`hr`, `ndcg`, `mrr`, `precision`)
-/// at cut-off `k`.
-pub fn rank_metric(name: &str, k: usize, rank: usize) -> f64 {
-    if rank > k {
-        return 0.0;
-    }
-    match name {
-        "hr" => 1.0,
-        "ndcg" => 1.0 / ((rank + 1) as f64).log2(),
-        "mrr" => 1.0 / rank as f64,
-        "precision" => 1.0 / k as f64,
-        _ => panic!("unknown rank metric {name:?}"),
-    }
+/// at cut-off `k`: its mean over the positions the tie leaves open
+/// ([`Rank::metric`]).
+pub fn rank_metric(name: &str, k: usize, rank: Rank) -> f64 {
+    let metric = RankMetric::parse(name).unwrap_or_else(|| panic!("unknown rank metric {name:?}"));
+    rank.metric(metric, k)
 }
 
 /// The 2.5 % and 97.5 % percentile-bootstrap bounds of the mean of each
@@ -218,7 +144,7 @@ pub const BREAKDOWN_K: usize = 10;
 type Getter<'a> = Box<dyn Fn(&Record) -> f64 + 'a>;
 
 struct Record {
-    rank: usize,
+    rank: Rank,
     /// The top-1 item (0 when the list is empty).
     top1: usize,
     history_len: usize,
@@ -287,7 +213,7 @@ impl Accumulator {
 
     /// Adds one example: its target's rank, its top-`max_k` list (best
     /// first), its history length and its target.
-    pub fn push(&mut self, rank: usize, top: &[usize], history_len: usize, target: usize) {
+    pub fn push(&mut self, rank: Rank, top: &[usize], history_len: usize, target: usize) {
         let mut avg_pop = Vec::with_capacity(self.ks.len());
         for (i, &k) in self.ks.iter().enumerate() {
             let list = &top[..k.min(top.len())];
@@ -335,11 +261,11 @@ impl Accumulator {
         }
         if has("mrr") {
             names.push("mrr".into());
-            getters.push(Box::new(|r: &Record| 1.0 / r.rank as f64));
+            getters.push(Box::new(|r: &Record| r.rank.reciprocal()));
         }
         if has("accuracy") {
             names.push("accuracy".into());
-            getters.push(Box::new(|r: &Record| f64::from(u8::from(r.rank == 1))));
+            getters.push(Box::new(|r: &Record| r.rank.metric(RankMetric::Hr, 1)));
         }
         let rows: Vec<Vec<f64>> = self
             .records
@@ -400,7 +326,7 @@ impl Accumulator {
     fn breakdown(&self, long_tail: u64) -> Value {
         let k = BREAKDOWN_K;
         let group = |label: String, keep: &dyn Fn(&Record) -> bool| {
-            let ranks: Vec<usize> = self
+            let ranks: Vec<Rank> = self
                 .records
                 .iter()
                 .filter(|r| keep(r))
@@ -436,8 +362,8 @@ impl Accumulator {
     }
 
     /// The ranks of the examples under each distinct label.
-    fn grouped<'l>(&self, labels: &'l [String]) -> std::collections::BTreeMap<&'l str, Vec<usize>> {
-        let mut by_label: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    fn grouped<'l>(&self, labels: &'l [String]) -> BTreeMap<&'l str, Vec<Rank>> {
+        let mut by_label: BTreeMap<&str, Vec<Rank>> = Default::default();
         for (r, label) in self.records.iter().zip(labels) {
             by_label.entry(label.as_str()).or_default().push(r.rank);
         }
@@ -446,7 +372,7 @@ impl Accumulator {
 }
 
 /// One breakdown bucket: its examples and HR@k / NDCG@k over their ranks.
-fn bucket(label: &str, ranks: &[usize], k: usize) -> Value {
+fn bucket(label: &str, ranks: &[Rank], k: usize) -> Value {
     let n = ranks.len().max(1) as f64;
     // fold from +0.0: an empty bucket reads 0, not -0
     let mean = |name: &str| {
@@ -476,21 +402,55 @@ mod tests {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
 
+    /// A target at exactly rank `n`.
+    fn r(n: usize) -> Rank {
+        Rank::exact(n)
+    }
+
+    fn ranks(ns: &[usize]) -> Vec<Rank> {
+        ns.iter().map(|&n| r(n)).collect()
+    }
+
     #[test]
-    fn rank_counts_higher_scores_and_lower_index_ties() {
-        // index:        0(pad) 1    2    3    4
-        let scores = [9.0, 0.5, 0.9, 0.5, 0.1];
-        assert_eq!(rank_of(&scores, 2, &[]), 1);
-        assert_eq!(rank_of(&scores, 1, &[]), 2); // behind 2; ties with 3 but 1 < 3
-        assert_eq!(rank_of(&scores, 3, &[]), 3); // behind 2 and the tie at 1
-        assert_eq!(rank_of(&scores, 4, &[]), 4);
-        assert_eq!(rank_of(&scores, 4, &[2, 3]), 2);
+    fn tied_targets_average_over_their_positions_in_every_metric() {
+        // a constant model over 20 candidates: every example tied with 19
+        let mut acc = Accumulator::new(&[5, 10], vec![3; 21]);
+        acc.group_by("g", vec!["a".into(); 4]);
+        for i in 0..4 {
+            let tied = Rank { above: 0, tied: 19 };
+            acc.push(tied, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 5, 1 + i);
+        }
+        let o = Options {
+            metrics: ["hr", "ndcg", "mrr", "precision", "accuracy"]
+                .map(String::from)
+                .to_vec(),
+            ..opts(0)
+        };
+        let m = acc.finish(&o);
+        let f = |k: &str| m[k].as_f64().unwrap();
+        close(f("hr@5"), 5.0 / 20.0);
+        close(f("hr@10"), 10.0 / 20.0);
+        close(f("precision@10"), 0.5 / 10.0);
+        close(f("accuracy"), 1.0 / 20.0);
+        let h20: f64 = (1..=20).map(|p| 1.0 / p as f64).sum();
+        close(f("mrr"), h20 / 20.0);
+        let ndcg10: f64 = (1..=10).map(|p| 1.0 / ((p + 1) as f64).log2()).sum::<f64>() / 20.0;
+        close(f("ndcg@10"), ndcg10);
+        // breakdowns use the same rule
+        let g = &m["breakdown"]["g"][0];
+        close(g["hr@10"].as_f64().unwrap(), 0.5);
+        close(
+            m["breakdown"]["history_length"][1]["ndcg@10"]
+                .as_f64()
+                .unwrap(),
+            ndcg10,
+        );
     }
 
     #[test]
     fn hand_computed_metrics() {
         // ranks 1, 3, 11 with K = 1, 5, 10
-        let m = summarize(&[1, 3, 11], &[1, 5, 10], &all());
+        let m = summarize(&ranks(&[1, 3, 11]), &[1, 5, 10], &all());
         close(m["hr@1"], 1.0 / 3.0);
         close(m["hr@5"], 2.0 / 3.0);
         close(m["hr@10"], 2.0 / 3.0);
@@ -504,7 +464,7 @@ mod tests {
     #[test]
     fn precision_is_hr_over_k() {
         let which = vec!["hr".into(), "precision".into()];
-        let m = summarize(&[1, 3, 11], &[1, 5, 10], &which);
+        let m = summarize(&ranks(&[1, 3, 11]), &[1, 5, 10], &which);
         close(m["precision@1"], 1.0 / 3.0);
         close(m["precision@5"], 2.0 / 3.0 / 5.0);
         close(m["precision@10"], 2.0 / 3.0 / 10.0);
@@ -513,14 +473,14 @@ mod tests {
 
     #[test]
     fn k_larger_than_catalogue_and_one_item() {
-        let m = summarize(&[1], &[100], &all());
+        let m = summarize(&ranks(&[1]), &[100], &all());
         assert_eq!(m["hr@100"], 1.0);
         assert_eq!(m["ndcg@100"], 1.0);
         // one-item catalogue: the target is always first
-        assert_eq!(rank_of(&[0.0, 3.0], 1, &[]), 1);
-        assert_eq!(top_k(&[0.0, 3.0], 5, &[]), vec![1]);
+        assert_eq!(rank_of(&[0.0, 3.0], 1, &[]), Rank::exact(1));
+        assert_eq!(top_k(&[0.0, 3.0], 5, &[], 0), vec![1]);
         let mut acc = Accumulator::new(&[5], vec![0, 7]);
-        acc.push(1, &[1], 0, 1);
+        acc.push(r(1), &[1], 0, 1);
         let m = acc.finish(&opts(0));
         assert_eq!(m["coverage@5"], 1.0);
         assert_eq!(m["precision@5"], 0.2);
@@ -530,23 +490,12 @@ mod tests {
     }
 
     #[test]
-    fn top_k_orders_ties_by_index_and_skips_excluded() {
-        let scores = [9.0, 0.5, 0.9, 0.5, 0.1];
-        assert_eq!(top_k(&scores, 3, &[]), vec![2, 1, 3]);
-        assert_eq!(top_k(&scores, 1, &[]), vec![2]);
-        assert_eq!(top_k(&scores, 3, &[1]), vec![2, 3, 4]);
-        assert_eq!(top_k(&scores, 10, &[]), vec![2, 1, 3, 4]); // K > catalogue
-        assert_eq!(top_k(&scores, 0, &[]), Vec::<usize>::new());
-        assert_eq!(top_k(&[0.0, 1.0, 1.0, 1.0], 2, &[]), vec![1, 2]);
-    }
-
-    #[test]
     fn accuracy_and_macro_precision_recall_hand_computed() {
         let mut acc = Accumulator::new(&[2], vec![0, 5, 5, 5]);
-        acc.push(1, &[1, 2], 3, 1); // predicts 1, right
-        acc.push(2, &[2, 1], 3, 1); // predicts 2, target 1
-        acc.push(1, &[2, 3], 3, 2); // predicts 2, right
-        acc.push(5, &[2, 1], 3, 3); // predicts 2, target 3 (never predicted)
+        acc.push(r(1), &[1, 2], 3, 1); // predicts 1, right
+        acc.push(r(2), &[2, 1], 3, 1); // predicts 2, target 1
+        acc.push(r(1), &[2, 3], 3, 2); // predicts 2, right
+        acc.push(r(5), &[2, 1], 3, 3); // predicts 2, target 3 (never predicted)
         let o = Options {
             metrics: vec!["accuracy".into()],
             ..opts(0)
@@ -578,9 +527,9 @@ mod tests {
     fn coverage_popularity_and_breakdown_hand_computed() {
         // items 1..=4 with training popularity 10, 60, 0, 5
         let mut acc = Accumulator::new(&[1, 2, 10], vec![0, 10, 60, 0, 5]);
-        acc.push(1, &[2, 1, 3, 4], 3, 2); // head target, history 3-9
-        acc.push(3, &[1, 4, 2, 3], 12, 1); // tail, 10-19
-        acc.push(4, &[4, 3, 1, 2], 60, 4); // tail, 50-99
+        acc.push(r(1), &[2, 1, 3, 4], 3, 2); // head target, history 3-9
+        acc.push(r(3), &[1, 4, 2, 3], 12, 1); // tail, 10-19
+        acc.push(r(4), &[4, 3, 1, 2], 60, 4); // tail, 50-99
         let m = acc.finish(&opts(0));
         let f = |k: &str| m[k].as_f64().unwrap();
         close(f("hr@1"), 1.0 / 3.0);
@@ -627,9 +576,9 @@ mod tests {
             "target_event_type",
             vec!["view".into(), "purchase".into(), "view".into()],
         );
-        acc.push(1, &[1], 3, 1);
-        acc.push(3, &[2], 3, 2);
-        acc.push(11, &[3], 3, 3);
+        acc.push(r(1), &[1], 3, 1);
+        acc.push(r(3), &[2], 3, 2);
+        acc.push(r(11), &[3], 3, 3);
         let m = acc.finish(&opts(0));
         let b = m["breakdown"]["target_event_type"].as_array().unwrap();
         assert_eq!(b.len(), 2);
@@ -647,7 +596,12 @@ mod tests {
         let mut acc = Accumulator::new(&[5, 10], vec![1; 101]);
         for i in 0..200usize {
             let rank = 1 + (i * 37) % 23;
-            acc.push(rank, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], i % 60, 1 + i % 100);
+            acc.push(
+                r(rank),
+                &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+                i % 60,
+                1 + i % 100,
+            );
         }
         let a = acc.finish(&opts(1000));
         let b = acc.finish(&opts(1000));

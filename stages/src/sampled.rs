@@ -110,32 +110,9 @@ fn draw_distinct(
     out
 }
 
-/// The 1-based rank of `target` among itself and `negatives`, by `scores`
-/// (ties broken by item index, as in [`crate::metrics::rank_of`]).
-pub fn rank_among(scores: &[f32], target: usize, negatives: &[usize]) -> usize {
-    let t = scores[target];
-    1 + negatives
-        .iter()
-        .filter(|&&j| {
-            let s = scores[j];
-            s > t || (s == t && j < target)
-        })
-        .count()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rank_among_negatives_breaks_ties_by_index() {
-        // index:        0    1    2    3    4    5
-        let scores = [9.0, 0.5, 0.9, 0.5, 0.1, 0.7];
-        assert_eq!(rank_among(&scores, 3, &[4, 5]), 2); // behind 5 only
-        assert_eq!(rank_among(&scores, 3, &[1, 4]), 2); // tie with 1, lower index wins
-        assert_eq!(rank_among(&scores, 1, &[3, 4]), 1); // tie with 3, 1 wins
-        assert_eq!(rank_among(&scores, 4, &[]), 1);
-    }
 
     #[test]
     fn negatives_are_distinct_and_avoid_target_and_excluded() {

@@ -96,8 +96,14 @@
 //! after every epoch the model scores the sequences' `valid` examples in
 //! eval mode (no dropout, no random draw, no weight change) and records the
 //! validation loss (mean full-softmax cross-entropy of the target) and
-//! HR@10 / NDCG@10 over the whole catalogue, ranked as `evaluate` ranks
-//! (ties by item index, seen items kept). It costs one scoring pass over
+//! HR@10 / NDCG@10 over the whole catalogue, ranked under the same
+//! protocol as `evaluate`: `exclude_seen` (false) leaves the user's training
+//! items and history out of the candidates, `ties` ("expected") counts a
+//! target tied with other items at the mean of its possible positions (see
+//! [`crate::rank`]). Set them once for validation and evaluation in
+//! `[pipeline.params]` (`exclude_seen = true`), so early stopping picks the
+//! epoch that is best by the metric the evaluation reports; they enter the
+//! key only when not the defaults. It costs one scoring pass over
 //! the valid split per epoch — what `evaluate` spends on it, about one
 //! forward pass of an epoch (some 10% of a GRU4Rec epoch on 2000 users and
 //! 1000 items, less with bigger catalogues, where the training softmax
@@ -162,6 +168,8 @@
 use seqpipe::stage::{KindInfo, ParamDoc, Port, Resource, StageContext, TypedStage};
 use serde::{Deserialize, Serialize};
 
+use crate::rank::Ties;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Params {
@@ -203,6 +211,10 @@ pub struct Params {
     pub optimizer: String,
     pub preset: String,
     pub training: String,
+    /// The validation protocol (what `evaluate` calls `exclude_seen` and
+    /// `ties`, so one `[pipeline.params]` entry sets both).
+    pub exclude_seen: bool,
+    pub ties: Ties,
 }
 
 impl Default for Params {
@@ -246,6 +258,8 @@ impl Default for Params {
             optimizer: "adamw".into(),
             preset: String::new(),
             training: "sequence".into(),
+            exclude_seen: false,
+            ties: Ties::Expected,
         }
     }
 }
@@ -411,6 +425,8 @@ impl TypedStage for Train {
                 ParamDoc { name: "plateau_patience", doc: "plateau: epochs without a better validation loss tolerated before a drop (drops after more than this many)" },
                 ParamDoc { name: "early_stopping", doc: "neural models: stop after this many epochs without improving early_stopping_metric and keep the best epoch's weights (0 = off)" },
                 ParamDoc { name: "early_stopping_metric", doc: "neural models: ndcg@10 | hr@10 (higher is better) | valid_loss (lower is better), on the valid split" },
+                ParamDoc { name: "exclude_seen", doc: "neural models: validation leaves the user's training items out of the candidates, as evaluate's exclude_seen (set both at once in [pipeline.params])" },
+                ParamDoc { name: "ties", doc: "neural models: how validation ranks a target tied with other items: expected | pessimistic | optimistic, as evaluate's ties" },
                 ParamDoc { name: "valid_every", doc: "neural models: validate after every N-th epoch and the last (1 = every epoch; 0 = never); plateau and early stopping need 1" },
                 ParamDoc { name: "loss", doc: "sasrec, gru4rec, caser, gsrec: ce (full-softmax cross-entropy) | bce (binary cross-entropy of the target against `negatives` sampled items, as the SASRec paper) | bce_full (binary cross-entropy with logits over every item, one-hot target, as the GSRec thesis); valid_loss stays ce" },
                 ParamDoc { name: "training", doc: "sasrec, gru4rec, gsrec: sequence (each sequence's last max_len + 1 items, a loss at every position) | sliding (every prefix predicts its next item: one example per position)" },
@@ -669,6 +685,12 @@ fn neural_key(p: &Params, model_params: &[&str]) -> serde_json::Value {
     if p.training != d.training {
         used.push("training");
     }
+    if p.exclude_seen != d.exclude_seen {
+        used.push("exclude_seen");
+    }
+    if p.ties != d.ties {
+        used.push("ties");
+    }
     keep_params(p, &used)
 }
 
@@ -837,6 +859,8 @@ mod tests {
             "optimizer",
             "preset",
             "training",
+            "exclude_seen",
+            "ties",
         ] {
             before.as_object_mut().unwrap().remove(later);
         }

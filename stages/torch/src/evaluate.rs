@@ -83,6 +83,10 @@ impl TypedStage for EvaluateImpl {
         let mut out = serde_json::Map::new();
         out.insert("model".into(), config["model"].clone());
         out.insert("num_items".into(), data.meta.num_items.into());
+        out.insert(
+            seqpipe_stages::evaluate::PROTOCOL_KEY.into(),
+            seqpipe_stages::evaluate::protocol(&p, ctx.seed),
+        );
         let mut ranks = RankRows::default();
         // What the scoring rate in the run manifest is made of: every
         // example is scored against the whole catalogue.
@@ -187,8 +191,8 @@ pub struct Protocol<'a> {
 /// One example's ranks: full ranking and sampled, each when computed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ranks {
-    pub full: Option<usize>,
-    pub sampled: Option<usize>,
+    pub full: Option<metrics::Rank>,
+    pub sampled: Option<metrics::Rank>,
 }
 
 /// The rows of `ranks.parquet`.
@@ -198,7 +202,9 @@ struct RankRows {
     user: Vec<i64>,
     target: Vec<i64>,
     full: Vec<Option<i64>>,
+    full_tied: Vec<Option<i64>>,
     sampled: Vec<Option<i64>>,
+    sampled_tied: Vec<Option<i64>>,
 }
 
 impl RankRows {
@@ -207,8 +213,10 @@ impl RankRows {
             self.split.push(split.to_string());
             self.user.push(e.user);
             self.target.push(e.target);
-            self.full.push(r.full.map(|x| x as i64));
-            self.sampled.push(r.sampled.map(|x| x as i64));
+            self.full.push(r.full.map(|x| x.first() as i64));
+            self.full_tied.push(r.full.map(|x| x.tied as i64));
+            self.sampled.push(r.sampled.map(|x| x.first() as i64));
+            self.sampled_tied.push(r.sampled.map(|x| x.tied as i64));
         }
     }
 
@@ -220,7 +228,12 @@ impl RankRows {
                 ("user", Arc::new(Int64Array::from(self.user))),
                 ("target", Arc::new(Int64Array::from(self.target))),
                 ("rank", Arc::new(Int64Array::from(self.full))),
+                ("tied", Arc::new(Int64Array::from(self.full_tied))),
                 ("sampled_rank", Arc::new(Int64Array::from(self.sampled))),
+                (
+                    "sampled_tied",
+                    Arc::new(Int64Array::from(self.sampled_tied)),
+                ),
             ])?,
         )
     }
@@ -268,10 +281,10 @@ pub fn rank_all(
                 sampled: None,
             };
             if p.full() {
-                let rank = metrics::rank_of(row, target, &exclude);
+                let rank = metrics::rank_of(row, target, &exclude).under(p.ties);
                 full.push(
                     rank,
-                    &metrics::top_k(row, max_k, &exclude),
+                    &metrics::top_k(row, max_k, &exclude, protocol.seed),
                     e.history.len(),
                     target,
                 );
@@ -288,7 +301,7 @@ pub fn rank_all(
                     &exclude,
                     p.negatives,
                 );
-                let rank = sampled::rank_among(row, target, &negatives);
+                let rank = metrics::rank_among(row, target, &negatives).under(p.ties);
                 sampled.push(rank, &[], e.history.len(), target);
                 r.sampled = Some(rank);
             }
@@ -401,7 +414,7 @@ pub fn training_items(data: &SequenceData) -> HashMap<i64, Vec<usize>> {
 /// history the example keeps (`sequences` cuts that to `max_len`), plus
 /// that history (which also holds the validation target when the test
 /// target is ranked). The target itself always stays a candidate.
-fn seen_items(e: &Example, training: &HashMap<i64, Vec<usize>>) -> Vec<usize> {
+pub fn seen_items(e: &Example, training: &HashMap<i64, Vec<usize>>) -> Vec<usize> {
     let mut seen: Vec<usize> = e.history.iter().map(|i| *i as usize).collect();
     if let Some(items) = training.get(&e.user) {
         seen.extend_from_slice(items);

@@ -190,9 +190,20 @@ fn train_neural<C: ModelConfig>(
         });
         tracing::info!("{stage}: {}", epoch_line(s));
     };
+    // The validation protocol is evaluate's: the same exclusions.
+    let valid_seen: Vec<Vec<usize>> = if p.exclude_seen {
+        let training = crate::evaluate::training_items(data);
+        data.valid
+            .iter()
+            .map(|e| crate::evaluate::seen_items(e, &training))
+            .collect()
+    } else {
+        vec![]
+    };
     let train_data = TrainData {
         train: &seqs,
         valid: &data.valid,
+        valid_seen: &valid_seen,
         init: init.as_ref(),
     };
     let trained = trainer::fit(
@@ -260,6 +271,7 @@ fn train_config(p: &Params) -> anyhow::Result<TrainConfig> {
         precision: crate::autocast::Precision::parse(&p.precision)
             .map_err(|e| anyhow::anyhow!("params.precision: {e}"))?,
         sliding: p.training == "sliding",
+        ties: p.ties,
         optimizer: match p.optimizer.as_str() {
             "adam" => Optimizer::Adam,
             _ => Optimizer::AdamW,

@@ -18,7 +18,7 @@ use seqpipe_torch::models::infonce::Plateau;
 use seqpipe_torch::models::optim::{cosine_lr, LrScheduler, Schedule};
 use seqpipe_torch::models::trainer::{
     fit, torch_rng_lock, train, validate, EarlyStopping, EpochStats, ModelConfig, StopMetric,
-    TrainConfig, TrainData, Trained, Validation,
+    TrainConfig, TrainData, Trained, ValidProtocol, Validation,
 };
 use tch::nn::VarStore;
 use tch::Device;
@@ -57,6 +57,7 @@ fn fit_on(
     let data = TrainData {
         train,
         valid,
+        valid_seen: &[],
         init: None,
     };
     fit(mcfg, cfg, &data, 3, Device::Cpu, dir, on_epoch)
@@ -68,7 +69,14 @@ fn revalidate(mcfg: &Gru4RecConfig, vs: &VarStore, valid: &[Example], batch: usi
         let _g = torch_rng_lock();
         mcfg.build(&vs.root()) // every variable exists: draws nothing
     };
-    validate(&model, valid, mcfg.max_len(), batch).unwrap()
+    validate(
+        &model,
+        valid,
+        &ValidProtocol::default(),
+        mcfg.max_len(),
+        batch,
+    )
+    .unwrap()
 }
 
 /// Every float of every epoch, as bits: what a resumed run must reproduce.

@@ -48,8 +48,9 @@
 //! the model scores their histories in eval mode (no dropout, no RNG draw,
 //! no gradient) and [`validate`] records the mean full-softmax cross-entropy
 //! of the targets and HR@10 / NDCG@10 over the whole catalogue, ranked as
-//! the `evaluate` stage ranks ([`metrics::rank_of`]: ties by item index,
-//! nothing excluded). It changes no weight, so a training's weights do not
+//! the `evaluate` stage ranks with the same protocol ([`ValidProtocol`]:
+//! the items of [`TrainData::valid_seen`] excluded, ties counted by
+//! [`TrainConfig::ties`]). It changes no weight, so a training's weights do not
 //! depend on whether it validates.
 //!
 //! Loss ([`TrainConfig::loss`]): full-softmax cross-entropy over every item
@@ -92,7 +93,7 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use seqpipe_stages::metrics;
+use seqpipe_stages::metrics::{self, Ties};
 use seqpipe_stages::seqdata::Example;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -223,6 +224,14 @@ pub struct TrainConfig {
     /// the JSON when off.
     #[serde(skip_serializing_if = "is_false")]
     pub sliding: bool,
+    /// How validation ranks a target tied with other items (the `evaluate`
+    /// rule, expected by default). Left out of the JSON when expected.
+    #[serde(default, skip_serializing_if = "is_expected")]
+    pub ties: Ties,
+}
+
+fn is_expected(t: &Ties) -> bool {
+    *t == Ties::Expected
 }
 
 fn is_false(b: &bool) -> bool {
@@ -296,6 +305,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             optimizer: Optimizer::AdamW,
             sliding: false,
+            ties: Ties::Expected,
         }
     }
 }
@@ -660,6 +670,7 @@ pub fn train_from<C: ModelConfig>(
     let data = TrainData {
         train: train_seqs,
         valid: &[],
+        valid_seen: &[],
         init,
     };
     let trained = fit(
@@ -682,6 +693,9 @@ pub struct TrainData<'a> {
     /// may be empty unless the schedule or early stopping reads them
     /// ([`TrainConfig::needs_validation`]).
     pub valid: &'a [Example],
+    /// Per validation example, the sorted items left out of its candidates
+    /// (`exclude_seen`); empty = nothing excluded.
+    pub valid_seen: &'a [Vec<usize>],
     /// Pretrained item rows, as for [`train_from`].
     pub init: Option<&'a ItemInit>,
 }
@@ -794,6 +808,10 @@ pub fn fit<C: ModelConfig>(
             examples => Some(validate(
                 &model,
                 examples,
+                &ValidProtocol {
+                    seen: data.valid_seen,
+                    ties: cfg.ties,
+                },
                 model_cfg.max_len(),
                 cfg.batch_size,
             )?),
@@ -1185,24 +1203,42 @@ fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
     named
 }
 
+/// How validation ranks, as the `evaluate` stage does with the same params.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidProtocol<'a> {
+    /// Per example, the sorted items left out of its candidates (empty:
+    /// nothing excluded).
+    pub seen: &'a [Vec<usize>],
+    pub ties: Ties,
+}
+
 /// Scores `examples` with `model` and measures how well it predicts their
 /// targets. Histories are cut to their last `max_len` items and left-padded
 /// as [`crate::models::SeqScorer`] does, `batch_size` at a time, and scored
 /// with [`SequenceModel::score_last`] (eval mode, no gradient, no RNG
-/// draw). Ranks are over the whole catalogue with nothing excluded, ties
-/// broken by item index ([`metrics::rank_of`]), as the `evaluate` stage
-/// ranks with its defaults.
+/// draw). Ranks are over the whole catalogue minus `protocol.seen`, ties
+/// counted by `protocol.ties` ([`metrics::rank_of`]), as the `evaluate`
+/// stage ranks with the same `exclude_seen` and `ties`. The loss is the
+/// full-softmax cross-entropy over every item, excluded ones included.
 pub fn validate<M: SequenceModel>(
     model: &M,
     examples: &[Example],
+    protocol: &ValidProtocol<'_>,
     max_len: i64,
     batch_size: usize,
 ) -> Result<Validation> {
     ensure!(!examples.is_empty(), "no validation examples to score");
+    ensure!(
+        protocol.seen.is_empty() || protocol.seen.len() == examples.len(),
+        "{} exclusion lists for {} validation examples",
+        protocol.seen.len(),
+        examples.len()
+    );
     let device = model.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     let (mut hr, mut ndcg) = (0.0, 0.0);
-    for chunk in examples.chunks(batch_size.max(1)) {
+    let batch_size = batch_size.max(1);
+    for (c, chunk) in examples.chunks(batch_size).enumerate() {
         let histories: Vec<&[i64]> = chunk.iter().map(|e| e.history.as_slice()).collect();
         let scores = model.score_last(&left_pad_batch(&histories, max_len).to_device(device));
         let width = scores.size()[1]; // num_items + 1
@@ -1229,10 +1265,14 @@ pub fn validate<M: SequenceModel>(
                 .to_device(Device::Cpu)
                 .flatten(0, -1),
         )?;
-        for (row, &target) in rows.chunks(width as usize).zip(&targets) {
-            let rank = metrics::rank_of(row, target as usize, &[]);
-            hr += metrics::rank_metric("hr", 10, rank);
-            ndcg += metrics::rank_metric("ndcg", 10, rank);
+        for (i, (row, &target)) in rows.chunks(width as usize).zip(&targets).enumerate() {
+            let exclude = protocol
+                .seen
+                .get(c * batch_size + i)
+                .map_or(&[][..], Vec::as_slice);
+            let rank = metrics::rank_of(row, target as usize, exclude).under(protocol.ties);
+            hr += rank.metric(metrics::RankMetric::Hr, 10);
+            ndcg += rank.metric(metrics::RankMetric::Ndcg, 10);
         }
     }
     let n = examples.len() as f64;
