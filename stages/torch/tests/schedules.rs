@@ -569,6 +569,17 @@ fn curve(model_dir: &Path) -> serde_json::Value {
 
 #[test]
 fn stage_curve_matches_evaluate_and_saves_the_best_epoch() {
+    assert_curve_matches_evaluate(false);
+}
+
+/// With `exclude_seen` on both, the validation inside training is the
+/// evaluation's exclude-seen ranking, to the bit.
+#[test]
+fn stage_curve_under_exclude_seen_matches_evaluate_under_exclude_seen() {
+    assert_curve_matches_evaluate(true);
+}
+
+fn assert_curve_matches_evaluate(exclude_seen: bool) {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let seqs = random_data(&mut rng, 30, 48, (8, 14));
     let tmp = tempfile::tempdir().unwrap();
@@ -582,6 +593,7 @@ fn stage_curve_matches_evaluate_and_saves_the_best_epoch() {
         "batch_size": 16,
         "lr": 0.02,
         "early_stopping": 1,
+        "exclude_seen": exclude_seen,
     });
     let out = tmp.path().join("train");
     let (outputs, notes) = run_kind(
@@ -621,6 +633,7 @@ fn stage_curve_matches_evaluate_and_saves_the_best_epoch() {
         "metrics": ["hr", "ndcg"],
         "bootstrap": 0,
         "batch_size": 16,
+        "exclude_seen": exclude_seen,
     });
     let eout = tmp.path().join("evaluate");
     let (eval_out, _) = run_kind(
@@ -685,4 +698,98 @@ fn stage_default_curve_has_validation_and_no_best_epoch() {
     let log = curve(&outputs["model"]);
     assert!(log["epochs"][0]["valid_loss"].is_null());
     assert!(log["epochs"][0]["train_loss"].is_f64());
+}
+
+/// Per validation example, its sorted distinct history items: what
+/// `exclude_seen` takes out when the history is the training sequence.
+fn seen_of(valid: &[Example]) -> Vec<Vec<usize>> {
+    valid
+        .iter()
+        .map(|e| {
+            let mut s: Vec<usize> = e.history.iter().map(|&i| i as usize).collect();
+            s.sort_unstable();
+            s.dedup();
+            s
+        })
+        .collect()
+}
+
+/// Early stopping follows the validation protocol: the weights of every
+/// epoch are the same whether validation excludes seen items or not (it
+/// changes no weight), but the curves differ, each run keeps the epoch
+/// that is best by its own protocol, and on some data the two choose
+/// different epochs.
+#[test]
+fn early_stopping_picks_the_best_epoch_by_the_validation_protocol() {
+    let mcfg = gru(30);
+    let cfg = TrainConfig {
+        early_stopping: Some(EarlyStopping {
+            patience: 12,
+            metric: StopMetric::NdcgAt10,
+        }),
+        ..hard(12)
+    };
+    let mut differed = 0;
+    for seed in 0..6u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(100 + seed);
+        // repeats are common: 30 items, sequences of 8-14
+        let seqs = random_data(&mut rng, 30, 48, (8, 14));
+        let (train_seqs, valid, _) = leave_one_out(&seqs);
+        let seen = seen_of(&valid);
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |valid_seen: &[Vec<usize>], name: &str| {
+            let data = TrainData {
+                train: &train_seqs,
+                valid: &valid,
+                valid_seen,
+                init: None,
+            };
+            fit(
+                &mcfg,
+                &cfg,
+                &data,
+                3,
+                Device::Cpu,
+                &tmp.path().join(name),
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let (all, unseen) = (run(&[], "all"), run(&seen, "unseen"));
+        let losses = |t: &Trained| {
+            t.stats
+                .iter()
+                .map(|s| s.train_loss.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(losses(&all), losses(&unseen), "validation changed training");
+        let ndcg = |t: &Trained| {
+            t.stats
+                .iter()
+                .map(|s| s.valid.unwrap().ndcg_at_10)
+                .collect::<Vec<_>>()
+        };
+        let argmax = |c: &[f64]| {
+            let top = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            c.iter().position(|&x| x == top).unwrap()
+        };
+        let (ca, cu) = (ndcg(&all), ndcg(&unseen));
+        assert_ne!(ca, cu, "excluding seen items changed no validation number");
+        assert_eq!(all.best_epoch, Some(argmax(&ca)));
+        assert_eq!(unseen.best_epoch, Some(argmax(&cu)));
+        // the kept weights validate, under the same protocol, to the best
+        // epoch's recorded numbers
+        let model = {
+            let _g = torch_rng_lock();
+            mcfg.build(&unseen.vs.root())
+        };
+        let protocol = ValidProtocol {
+            seen: &seen,
+            ..ValidProtocol::default()
+        };
+        let again = validate(&model, &valid, &protocol, mcfg.max_len(), cfg.batch_size).unwrap();
+        assert_eq!(again, unseen.stats[argmax(&cu)].valid.unwrap());
+        differed += usize::from(all.best_epoch != unseen.best_epoch);
+    }
+    assert!(differed > 0, "the protocol never changed the chosen epoch");
 }
