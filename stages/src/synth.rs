@@ -4,8 +4,8 @@
 //! `max_len` (40) interactions per user, `zipf` (1.0) popularity exponent,
 //! `follow` (0.6) probability that the next item is one of the current
 //! item's `successors` (3) rather than a popularity draw, `second_order`
-//! (0.0) probability that it is instead the fixed successor of the last
-//! *two* items, `taste` (0.0) probability that it is instead drawn from the
+//! (0.0) probability that it is instead one of the successors of the item
+//! *before* the current one, `taste` (0.0) probability that it is instead drawn from the
 //! user's own taste — one of `clusters` (20) groups of items, fixed per
 //! user, drawn by popularity within the group.
 //! Inputs: none. Outputs: `events` (table: `events.parquet` with `user_id`,
@@ -16,9 +16,9 @@
 //! That alone is first-order structure, which a Markov chain captures as
 //! well as any network. `second_order` and `taste` plant what only a
 //! sequence model sees: which item follows depends on the item before the
-//! last one (a pair's successor is fixed, one draw per pair from a stream
-//! seeded by the pair), and on the user's long-range taste, which the
-//! whole history reveals and the last item does not. With both at 0 the
+//! last one (two interleaved chains, so the last item says nothing of the
+//! next), and on the user's long-range taste, which the whole history
+//! reveals and the last item does not. With both at 0 the
 //! log is the one from before they existed, byte for byte (and they stay
 //! out of the key). The same seed gives the same bytes.
 
@@ -225,7 +225,8 @@ pub fn generate(p: &Params, seed: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
                 let u: f64 = rng.gen();
                 match previous {
                     Some(before) if u < p.second_order => {
-                        pair_successor(seed, before, current, &popularity)
+                        let s = &successors[before];
+                        s[rng.gen_range(0..s.len())]
                     }
                     _ if u < p.second_order + p.follow => {
                         let s = &successors[current];
@@ -244,20 +245,6 @@ pub fn generate(p: &Params, seed: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     (users, items, ts)
 }
 
-/// The fixed successor of the pair (`before`, `current`): one popularity
-/// draw from a stream seeded by the pair, so it is the same wherever the
-/// pair occurs and needs no table of all pairs.
-fn pair_successor(
-    seed: u64,
-    before: usize,
-    current: usize,
-    popularity: &WeightedIndex<f64>,
-) -> usize {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9a1f_0c3d);
-    rng.set_stream(((before as u64) << 32) | current as u64);
-    popularity.sample(&mut rng)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn structure_off_is_the_old_log_and_pairs_repeat_their_successor() {
+    fn structure_off_is_the_old_log_and_second_order_follows_the_item_two_back() {
         // with second_order = taste = 0 the new fields change nothing
         let old = Params {
             users: 30,
@@ -286,22 +273,24 @@ mod tests {
             ..old.clone()
         };
         assert_eq!(generate(&old, 4), generate(&with_clusters, 4));
-        // all second order: after the first two items, each item is fixed
-        // by the two before it
+        // all second order with one successor: after the first two items,
+        // each item is fixed by the one two steps back
         let p = Params {
             users: 200,
             items: 40,
             follow: 0.0,
             second_order: 1.0,
+            successors: 1,
             ..Params::default()
         };
         let (users, items, _) = generate(&p, 9);
-        let mut next: std::collections::HashMap<(i64, i64), i64> = Default::default();
+        let mut next: std::collections::HashMap<i64, i64> = Default::default();
         let mut checked = 0;
-        for w in 0..items.len().saturating_sub(2) {
-            if users[w] == users[w + 2] {
-                let seen = *next.entry((items[w], items[w + 1])).or_insert(items[w + 2]);
-                assert_eq!(seen, items[w + 2], "pair successor not fixed");
+        for w in 1..items.len().saturating_sub(2) {
+            // the second item of a user is a popularity draw
+            if users[w - 1] == users[w + 2] {
+                let seen = *next.entry(items[w]).or_insert(items[w + 2]);
+                assert_eq!(seen, items[w + 2], "the successor two steps on is not fixed");
                 checked += 1;
             }
         }
