@@ -154,7 +154,7 @@ const SWEEP_HELP: &str = "\
 A sweep is a [sweep] table in the pipeline spec:
 
   [sweep]
-  metric  = \"eval.test.ndcg@10\"     # <stage>.<path in its metrics.json>
+  metric  = \"eval.valid.ndcg@10\"    # <stage>.<path in its metrics.json>: select on valid, keep test untouched
   goal    = \"max\"                   # or \"min\"
   repeats = 3                       # seeds per configuration: mean ± std
   samples = 8                       # random draws per grid point

@@ -574,7 +574,7 @@ fn check_against_plan(sweep: &SweepSpec, plan: &Plan) -> Result<(), SpecError> {
                 "stage `{}` writes no `metrics` artifact to read `{}` from",
                 sweep.metric.stage, sweep.metric
             ),
-            help: Some("name an evaluation stage, e.g. metric = \"eval.test.ndcg@10\"".into()),
+            help: Some("name an evaluation stage, e.g. metric = \"eval.valid.ndcg@10\"".into()),
         });
     }
     Ok(())
