@@ -292,7 +292,8 @@ fn init_logging(verbose: u8) {
 /// end quietly when `head` closes the pipe, as `cat` does, instead of
 /// panicking in `println!` (Rust ignores SIGPIPE, so the write fails with
 /// EPIPE). Commands that change the cache keep ignoring it: a run is not
-/// killed halfway because its log reader went away.
+/// killed halfway because its log reader went away; they print with
+/// [`crate::outln!`], which drops what a closed pipe cannot take.
 fn die_quietly_on_closed_pipe() {
     // SAFETY: restores the default disposition of one signal before any
     // thread is started.
@@ -316,7 +317,7 @@ pub fn main(registry: Registry) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK as u8),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::errln!("error: {err:#}");
             ExitCode::from(exit_code(&err) as u8)
         }
     }
@@ -394,14 +395,14 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                 store: a.store,
                 grace: a.grace.into(),
             })?;
-            println!(
+            crate::outln!(
                 "removed {} artifact(s), {:.1} MB; forgot {} index record(s)",
                 r.artifacts_removed,
                 r.bytes_freed as f64 / 1e6,
                 r.records_forgotten
             );
             if let Some(s) = r.store {
-                println!(
+                crate::outln!(
                     "store: removed {} artifact(s), {:.1} MB; forgot {} record(s); kept {} \
                      unreferenced artifact(s) younger than {}",
                     s.artifacts_removed,

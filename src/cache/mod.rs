@@ -480,7 +480,7 @@ fn lock_root(root: &Path, access: Access, wait: bool) -> Result<File, CacheError
     match tried {
         Ok(()) => Ok(lock),
         Err(TryLockError::WouldBlock) if wait => {
-            eprintln!(
+            crate::errln!(
                 "seqpipe: waiting for the cache lock {} ({})…",
                 lock_path.display(),
                 match access {
