@@ -87,27 +87,34 @@ impl Template {
         Ok(Template(pieces))
     }
 
-    /// The text with every placeholder replaced; `quote` wraps substituted
-    /// values (shell quoting when the command runs through `sh -c`).
-    pub fn render(&self, values: &Values<'_>, quote: fn(&str) -> String) -> String {
+    /// The text with every placeholder replaced by its value, as is (argv
+    /// words and `env` values reach the program without a shell; a shell
+    /// script goes through [`super::shell::ShellScript`] instead).
+    pub fn render(&self, values: &Values<'_>) -> String {
         let mut out = String::new();
         for piece in &self.0 {
-            let value = match piece {
-                Piece::Text(text) => {
-                    out.push_str(text);
-                    continue;
-                }
-                Piece::Param(name) => param_text(&values.params[name]),
-                Piece::Input(name) => path_text(values.inputs.get(name)),
-                Piece::Output(name) => path_text(values.outputs.get(name)),
-                Piece::CheckpointDir => values.checkpoint_dir.display().to_string(),
-                Piece::Seed => values.seed.to_string(),
-                Piece::Device => values.device.to_string(),
-                Piece::Stage => values.stage.to_string(),
-            };
-            out.push_str(&quote(&value));
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                _ => out.push_str(&values.text(piece)),
+            }
         }
         out
+    }
+}
+
+impl Values<'_> {
+    /// The value a placeholder stands for, as text.
+    pub fn text(&self, piece: &Piece) -> String {
+        match piece {
+            Piece::Text(text) => text.clone(),
+            Piece::Param(name) => param_text(&self.params[name]),
+            Piece::Input(name) => path_text(self.inputs.get(name)),
+            Piece::Output(name) => path_text(self.outputs.get(name)),
+            Piece::CheckpointDir => self.checkpoint_dir.display().to_string(),
+            Piece::Seed => self.seed.to_string(),
+            Piece::Device => self.device.to_string(),
+            Piece::Stage => self.stage.to_string(),
+        }
     }
 }
 
@@ -163,23 +170,6 @@ fn path_text(path: Option<&std::path::PathBuf>) -> String {
     path.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
-/// Quotes a word for `sh -c`.
-pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@%,".contains(c))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// No quoting: each argv word reaches the program as is.
-pub fn verbatim(word: &str) -> String {
-    word.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,9 +198,7 @@ mod tests {
             device: "cpu",
             stage: "s",
         };
-        assert_eq!(t.render(&values, verbatim), "--lr=0.001 /c/in/x {json} 7");
-        let t = Template::parse("echo {params.name}", &names()).unwrap();
-        assert_eq!(t.render(&values, shell_quote), "echo 'a b'");
+        assert_eq!(t.render(&values), "--lr=0.001 /c/in/x {json} 7");
     }
 
     #[test]
@@ -233,12 +221,5 @@ mod tests {
         assert_eq!(awk.0[2], Piece::Text(" { print > out }".into()));
         let json = Template::parse(r#"{"n": 1} a}b {x"#, &names()).unwrap();
         assert_eq!(json.0, [Piece::Text(r#"{"n": 1} a}b {x"#.into())]);
-    }
-
-    #[test]
-    fn shell_quoting_survives_quotes() {
-        assert_eq!(shell_quote("/a/b.txt"), "/a/b.txt");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
     }
 }
