@@ -83,12 +83,15 @@ fn gc_and_run_refuse_a_folder_that_is_not_a_cache_and_touch_nothing() {
     assert_eq!(files(&mine), before);
 }
 
+/// Arguments and environment variables of one invocation.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 #[test]
 fn an_empty_cache_path_is_a_usage_error() {
     let (dir, _) = setup(&small_spec("marker", ""));
     let d = dir.path();
     let before = files(d);
-    let cases: [(&[&str], &[(&str, &str)]); 5] = [
+    let cases: [Case<'_>; 5] = [
         (&["gc", "--cache", ""], &[]),
         (&["run", "p.toml", "--cache", ""], &[]),
         (&["gc"], &[("SEQPIPE_CACHE", "")]),
