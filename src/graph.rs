@@ -112,6 +112,7 @@ pub fn resolve(mut spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
     let mut stages = Vec::new();
     for s in &mut spec.stages {
         let kind = resolve_kind(s, registry)?;
+        check_values(s)?;
         let kind = bind(kind, s, registry)?;
         let params = resolve_params(s, kind.as_ref())?;
         stages.push(PlannedStage {
@@ -178,6 +179,25 @@ fn bind(
             Some("a kind's settings go in params = { … }; `seqpipe stages` lists them".into()),
         )),
     }
+}
+
+/// Every param value has a canonical JSON form, whatever the kind
+/// ([`crate::stage::canonical_json`]): `nan` and `$__` table keys do not.
+fn check_values(s: &StageSpec) -> Result<(), SpecError> {
+    for (key, value) in &s.params {
+        crate::stage::canonical_json(value).map_err(|m| {
+            let help = m
+                .starts_with("is nan")
+                .then(|| "write it as a string (\"nan\") for the stage to parse".to_string());
+            error(
+                &s.at.params[key],
+                format!("stages.{}.params.{key}", s.name),
+                m,
+                help,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn resolve_params(s: &StageSpec, kind: &dyn Stage) -> Result<serde_json::Value, SpecError> {

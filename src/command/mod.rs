@@ -198,8 +198,8 @@ impl CommandStage {
         };
         let (argv, script, cmd_json) = bind_cmd(spec, shell, &names)?;
         let (env, env_json) = bind_env(spec, &names)?;
-        let params = serde_json::to_value(&spec.params)
-            .map_err(|e| spec_error(spec, &kind_at, "params", format!("cannot be read: {e}")))?;
+        let params = crate::stage::canonical_table(&spec.params)
+            .map_err(|e| spec_error(spec, &kind_at, "params", e))?;
         let mut settings = serde_json::Map::new();
         settings.insert("cmd".into(), cmd_json);
         settings.insert("shell".into(), shell.into());
@@ -524,8 +524,7 @@ impl Stage for CommandStage {
         &self,
         params: &BTreeMap<String, toml::Value>,
     ) -> Result<serde_json::Value, String> {
-        let mut all = serde_json::to_value(params)
-            .map_err(|e| e.to_string())?
+        let mut all = crate::stage::canonical_table(params)?
             .as_object()
             .cloned()
             .unwrap_or_default();
@@ -574,7 +573,7 @@ impl Stage for CommandStage {
             command.env(env_name("SEQPIPE_OUTPUT_", name), target);
         }
         command
-            .env("SEQPIPE_PARAMS", user_params.to_string())
+            .env("SEQPIPE_PARAMS", template::params_json(&user_params))
             .env("SEQPIPE_CHECKPOINT_DIR", &checkpoint_dir)
             .env("SEQPIPE_SEED", ctx.seed.to_string())
             .env("SEQPIPE_DEVICE", ctx.device)

@@ -633,3 +633,51 @@ fn the_python_example_runs_from_elsewhere() {
     let caches = tempfile::tempdir().unwrap();
     run_twice_from(&root, &spec, &caches.path().join("c"), &one_epoch);
 }
+
+/// Infinities and date-times, which JSON lacks, and plain values beside.
+const AS_WRITTEN: &str = r#"
+[pipeline]
+name = "written"
+
+[stages.show]
+kind = "command"
+cmd = ["sh", "-c", "printf '%s\n' \"$1\" \"$2\" \"$3\" \"$SEQPIPE_PARAMS\" > \"$4\"", "sh", "{params.when}", "{params.big}", "{params.small}", "{outputs.out}"]
+outputs = { out = "file" }
+params = { when = 1979-05-27T07:32:00Z, day = 1979-05-27, big = inf, small = -inf, n = 1.5, s = "x" }
+
+[stages.shell]
+kind = "command"
+shell = true
+cmd = "echo {params.when} \"{params.big}\" > {outputs.out}"
+outputs = { out = "file" }
+params = { when = 07:32:00, big = -inf }
+"#;
+
+#[test]
+fn params_reach_the_command_as_written_and_infinities_key_apart() {
+    let (dir, _) = setup(AS_WRITTEN);
+    let d = dir.path();
+    run_ok(d, &[]);
+    let read = |stage: &str| {
+        let path = stage_record(d, stage)["artifacts"]["out"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::read_to_string(Path::new(&path).join("out")).unwrap()
+    };
+    assert_eq!(
+        read("show").lines().collect::<Vec<_>>(),
+        [
+            "1979-05-27T07:32:00Z",
+            "inf",
+            "-inf",
+            r#"{"big":Infinity,"day":"1979-05-27","n":1.5,"s":"x","small":-Infinity,"when":"1979-05-27T07:32:00Z"}"#,
+        ]
+    );
+    assert_eq!(read("shell"), "07:32:00 -inf\n");
+    // `inf` and `-inf` are different keys: the flip reruns the stage.
+    run_ok(d, &["--set", "show.big=-inf"]);
+    assert_eq!(ran(d), ["show"]);
+    run_ok(d, &[]);
+    assert!(ran(d).is_empty(), "the original is still cached");
+}

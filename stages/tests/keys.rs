@@ -118,3 +118,90 @@ const COMMAND: &[(&str, &str)] = &[(
     "cmd",
     "787ef8acf6d0d9e9f00352b63750fe80e7e04ee336b3fad4428607876286b5bd",
 )];
+
+/// The key of a command stage whose one param is `x = <value>` (TOML), or
+/// the planner's error.
+fn command_key(value: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("p.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[pipeline]\nname = \"k\"\n\n[stages.cmd]\nkind = \"command\"\n\
+             cmd = [\"echo\", \"{{params.x}}\"]\noutputs = {{ out = \"dir\" }}\n\
+             params = {{ x = {value} }}\n"
+        ),
+    )
+    .unwrap();
+    let plan = seqpipe::ops::load_plan(&spec, &[], &seqpipe_stages::registry())
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(seqpipe::run::fingerprint(&plan, 0, BTreeMap::new()).key())
+}
+
+#[test]
+fn every_toml_value_has_a_key_of_its_own() {
+    // serde_json writes inf, -inf (and nan) as `null`: these shared a key.
+    let values = [
+        "inf",
+        "-inf",
+        "\"inf\"",
+        "1e308",
+        "-1e308",
+        "0.0",
+        "-0.0",
+        "[inf]",
+        "[-inf]",
+        "{ a = inf }",
+        "{ a = -inf }",
+        "{ a = \"inf\" }",
+        "1979-05-27T07:32:00Z",
+        "\"1979-05-27T07:32:00Z\"",
+        "1979-05-27T07:32:00",
+        "1979-05-27",
+        "07:32:00",
+    ];
+    let keys: Vec<String> = values.iter().map(|v| command_key(v).unwrap()).collect();
+    for (i, a) in keys.iter().enumerate() {
+        for (j, b) in keys.iter().enumerate().skip(i + 1) {
+            assert_ne!(a, b, "{} and {} share a key", values[i], values[j]);
+        }
+    }
+    // `+inf` is `inf` written another way.
+    assert_eq!(command_key("+inf").unwrap(), keys[0]);
+}
+
+#[test]
+fn nan_and_reserved_table_keys_are_refused_at_plan_time() {
+    for (value, message) in [
+        ("nan", "stages.cmd.params.x: is nan"),
+        ("-nan", "stages.cmd.params.x: is nan"),
+        ("[1, nan]", "(at `[1]`)"),
+        (
+            "{ \"$__seqpipe_float\" = \"inf\" }",
+            "table keys starting with `$__` are reserved",
+        ),
+    ] {
+        let e = command_key(value).unwrap_err();
+        assert!(e.contains(message), "{value}: {e}");
+        assert!(e.contains("p.toml:"), "{value}: {e}");
+    }
+    // A built-in kind would get `null` for an infinity: refused too.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("p.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/quickstart.toml"),
+    )
+    .unwrap();
+    std::fs::write(&spec, text).unwrap();
+    for set in [
+        "train_sasrec.lr=inf",
+        "train_sasrec.lr=-inf",
+        "eval_pop.k=[5, inf]",
+    ] {
+        let e = seqpipe::ops::load_plan(&spec, &[set.to_string()], &seqpipe_stages::registry())
+            .map(|_| ())
+            .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("is infinite"), "{set}: {e}");
+    }
+}
