@@ -58,7 +58,14 @@ const OWN_ENTRIES: [&str; 13] = [
 pub(super) fn ensure(root: &Path, access: Access) -> Result<(), CacheError> {
     let marker = root.join(MARKER);
     match fs::read_to_string(&marker) {
-        Ok(text) => return check_version(root, &text),
+        Ok(text) => {
+            check_version(root, &text)?;
+            // A marked cache without its tag (the checkout's own `cache/`
+            // is committed with the marker alone) gets one; a read-only
+            // cache can do without.
+            let _ = tag(root);
+            return Ok(());
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
             return Err(CacheError::NotACache {
@@ -115,6 +122,11 @@ fn mark(root: &Path) -> Result<(), CacheError> {
          seqpipe_cache = {LAYOUT_VERSION}\n"
     );
     write_atomic(&root.join(MARKER), text.as_bytes())?;
+    tag(root)
+}
+
+/// Writes `CACHEDIR.TAG` unless there is one.
+fn tag(root: &Path) -> Result<(), CacheError> {
     let tag = root.join(TAG);
     match fs::File::create_new(&tag) {
         Ok(mut file) => {
@@ -182,6 +194,11 @@ mod tests {
         assert!(tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"));
         // Marked: gc may open it, and opening again changes nothing.
         ensure(&root, Access::Exclusive).unwrap();
+        assert_eq!(fs::read_to_string(root.join(MARKER)).unwrap(), marker);
+        // A marked cache that lacks the tag gets it back.
+        fs::remove_file(root.join(TAG)).unwrap();
+        ensure(&root, Access::Shared).unwrap();
+        assert!(root.join(TAG).is_file());
     }
 
     #[test]
