@@ -564,7 +564,7 @@ impl Stage for CommandStage {
             device: ctx.device,
             stage: ctx.stage,
         };
-        let (mut command, script_vars) = self.command(&values);
+        let (mut command, script_vars) = self.command(&values)?;
         command.current_dir(absolute(&self.dir)?);
         for name in &self.inputs {
             command.env(env_name("SEQPIPE_INPUT_", name), &inputs[name]);
@@ -617,16 +617,16 @@ impl CommandStage {
 
     /// The process to start, and the variables carrying a shell script's
     /// values ([`shell`]).
-    fn command(&self, values: &Values<'_>) -> (Command, Vec<(String, String)>) {
+    fn command(&self, values: &Values<'_>) -> anyhow::Result<(Command, Vec<(String, String)>)> {
         if let Some(script) = &self.script {
-            let (text, vars) = script.render(values);
+            let (text, vars) = script.render(values).map_err(anyhow::Error::msg)?;
             let mut command = Command::new("sh");
             command.arg("-c").arg(text);
-            (command, vars)
+            Ok((command, vars))
         } else {
             let mut command = Command::new(self.argv[0].render(values));
             command.args(self.argv[1..].iter().map(|t| t.render(values)));
-            (command, Vec::new())
+            Ok((command, Vec::new()))
         }
     }
 

@@ -12,12 +12,16 @@
 //! |-------------------------------|-------------------------|
 //! | outside quotes                | `"${SEQPIPE_ARG_1}"`    |
 //! | inside `"…"` (or a here-doc)  | `${SEQPIPE_ARG_1}`      |
+//! | inside `$(( … ))`             | `${SEQPIPE_ARG_1}`, and the value must be an integer |
 //! | inside `'…'`, `$'…'` or a here-doc with a quoted delimiter | refused at plan time |
 //! | right after a `\`             | refused at plan time    |
 //!
 //! Inside single quotes the shell expands nothing, so the value could not
 //! arrive there at all; the error says to drop the quotes (a placeholder is
-//! one word already). The same placeholder twice shares one variable.
+//! one word already). An arithmetic expansion evaluates what a variable
+//! holds (and bash, when it is `sh`, would run a `$(…)` inside an array
+//! subscript there), so a value in one must be a plain integer, checked
+//! when the stage runs. The same placeholder twice shares one variable.
 //!
 //! The scan below follows quotes, `\` escapes, `$( … )`, backticks,
 //! comments and here-documents — enough for the scripts people write in
@@ -34,9 +38,19 @@ pub const VAR_PREFIX: &str = "SEQPIPE_ARG_";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShellScript {
     template: Template,
-    /// Per piece of the template: for a placeholder, whether it stands
-    /// inside double quotes (or an unquoted here-doc).
-    quoted: Vec<bool>,
+    /// Per piece of the template: where a placeholder stands.
+    contexts: Vec<Context>,
+}
+
+/// Where a placeholder stands in the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// Outside quotes: the reference needs its own double quotes.
+    Bare,
+    /// Inside double quotes or an unquoted here-document.
+    Quoted,
+    /// Inside `$(( … ))`: the value must be an integer.
+    Arithmetic,
 }
 
 impl ShellScript {
@@ -44,8 +58,8 @@ impl ShellScript {
     /// expand where it stands, or a bad placeholder.
     pub fn parse(text: &str, names: &Names<'_>) -> Result<ShellScript, String> {
         let template = Template::parse(text, names)?;
-        let quoted = contexts(&template.0)?;
-        Ok(ShellScript { template, quoted })
+        let contexts = contexts(&template.0)?;
+        Ok(ShellScript { template, contexts })
     }
 
     /// The template as written (for messages).
@@ -54,11 +68,12 @@ impl ShellScript {
     }
 
     /// The script for `sh -c` and the variables it references, with their
-    /// values.
-    pub fn render(&self, values: &Values<'_>) -> (String, Vec<(String, String)>) {
+    /// values; `Err` when a value in an arithmetic expansion is not an
+    /// integer.
+    pub fn render(&self, values: &Values<'_>) -> Result<(String, Vec<(String, String)>), String> {
         let mut script = String::new();
         let mut vars: Vec<(&Piece, String, String)> = Vec::new();
-        for (piece, quoted) in self.template.0.iter().zip(&self.quoted) {
+        for (piece, context) in self.template.0.iter().zip(&self.contexts) {
             if let Piece::Text(text) = piece {
                 script.push_str(text);
                 continue;
@@ -71,14 +86,26 @@ impl ShellScript {
                     name
                 }
             };
-            if *quoted {
-                script.push_str(&format!("${{{name}}}"));
-            } else {
-                script.push_str(&format!("\"${{{name}}}\""));
+            match context {
+                Context::Bare => script.push_str(&format!("\"${{{name}}}\"")),
+                Context::Quoted => script.push_str(&format!("${{{name}}}")),
+                Context::Arithmetic => {
+                    let value = values.text(piece);
+                    let digits = value.strip_prefix(['-', '+']).unwrap_or(&value);
+                    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                        return Err(format!(
+                            "`{}` stands in an arithmetic expansion `$(( … ))` in `cmd`, \
+                             where the shell evaluates it, and its value {value:?} is not \
+                             an integer",
+                            show(piece)
+                        ));
+                    }
+                    script.push_str(&format!("${{{name}}}"));
+                }
             }
         }
         let vars = vars.into_iter().map(|(_, n, v)| (n, v)).collect();
-        (script, vars)
+        Ok((script, vars))
     }
 }
 
@@ -95,6 +122,8 @@ enum Frame {
     Bare,
     Subst(u32),
     Backtick,
+    /// `$(( … ))`, with its paren depth.
+    Arith(u32),
     Double,
     Single,
 }
@@ -105,8 +134,8 @@ struct HereDoc {
     strip_tabs: bool,
 }
 
-/// For every piece: whether a placeholder there is inside double quotes.
-fn contexts(pieces: &[Piece]) -> Result<Vec<bool>, String> {
+/// For every piece: where a placeholder there stands.
+fn contexts(pieces: &[Piece]) -> Result<Vec<Context>, String> {
     let mut toks = Vec::new();
     for (i, piece) in pieces.iter().enumerate() {
         match piece {
@@ -114,7 +143,7 @@ fn contexts(pieces: &[Piece]) -> Result<Vec<bool>, String> {
             _ => toks.push(Tok::Hole(i)),
         }
     }
-    let mut quoted = vec![false; pieces.len()];
+    let mut quoted = vec![Context::Bare; pieces.len()];
     let refuse = |i: usize, why: &str, help: &str| -> String {
         format!("`{}` stands {why}; {help}", show(&pieces[i]))
     };
@@ -135,7 +164,8 @@ fn contexts(pieces: &[Piece]) -> Result<Vec<bool>, String> {
                     Frame::Single => {
                         return Err(refuse(i, "inside single quotes in `cmd`", single_help))
                     }
-                    Frame::Double => quoted[i] = true,
+                    Frame::Double => quoted[i] = Context::Quoted,
+                    Frame::Arith(_) => quoted[i] = Context::Arithmetic,
                     _ => {}
                 }
                 word_start = false;
@@ -158,14 +188,13 @@ fn contexts(pieces: &[Piece]) -> Result<Vec<bool>, String> {
                     '\\' => escape(&toks, &mut k, pieces)?,
                     '`' => stack.push(Frame::Backtick),
                     '$' if toks.get(k) == Some(&Tok::Char('(')) => {
-                        k += 1;
-                        stack.push(Frame::Subst(0));
+                        stack.push(open_paren(&toks, &mut k));
                     }
                     _ => {}
                 }
                 continue;
             }
-            Frame::Bare | Frame::Subst(_) | Frame::Backtick => {}
+            Frame::Bare | Frame::Subst(_) | Frame::Backtick | Frame::Arith(_) => {}
         }
         let at_word_start = word_start;
         word_start = c.is_whitespace() || ";&|()<>".contains(c);
@@ -178,25 +207,38 @@ fn contexts(pieces: &[Piece]) -> Result<Vec<bool>, String> {
                 stack.push(Frame::Single);
             }
             '$' if toks.get(k) == Some(&Tok::Char('(')) => {
-                k += 1;
-                stack.push(Frame::Subst(0));
+                stack.push(open_paren(&toks, &mut k));
                 word_start = true;
             }
             '`' if frame == Frame::Backtick => {
                 stack.pop();
             }
             '`' => stack.push(Frame::Backtick),
-            '(' => {
-                if let Frame::Subst(depth) = frame {
-                    *stack.last_mut().expect("a frame") = Frame::Subst(depth + 1);
+            '(' => match frame {
+                Frame::Subst(depth) => {
+                    *stack.last_mut().expect("a frame") = Frame::Subst(depth + 1)
                 }
-            }
+                Frame::Arith(depth) => {
+                    *stack.last_mut().expect("a frame") = Frame::Arith(depth + 1)
+                }
+                _ => {}
+            },
             ')' => match frame {
                 Frame::Subst(0) => {
                     stack.pop();
                 }
                 Frame::Subst(depth) => {
                     *stack.last_mut().expect("a frame") = Frame::Subst(depth - 1)
+                }
+                Frame::Arith(0) => {
+                    // The closing `))`.
+                    if toks.get(k) == Some(&Tok::Char(')')) {
+                        k += 1;
+                    }
+                    stack.pop();
+                }
+                Frame::Arith(depth) => {
+                    *stack.last_mut().expect("a frame") = Frame::Arith(depth - 1)
                 }
                 _ => {}
             },
@@ -219,6 +261,18 @@ fn contexts(pieces: &[Piece]) -> Result<Vec<bool>, String> {
         }
     }
     Ok(quoted)
+}
+
+/// After `$` and before `(`: a command substitution `$( … )` or an
+/// arithmetic expansion `$(( … ))`, which `k` is moved past the opening of.
+fn open_paren(toks: &[Tok], k: &mut usize) -> Frame {
+    *k += 1;
+    if toks.get(*k) == Some(&Tok::Char('(')) {
+        *k += 1;
+        Frame::Arith(0)
+    } else {
+        Frame::Subst(0)
+    }
 }
 
 /// After a `\`: the next character is literal, and a placeholder there
@@ -283,7 +337,7 @@ fn here_doc_body(
     toks: &[Tok],
     k: &mut usize,
     doc: &HereDoc,
-    quoted: &mut [bool],
+    quoted: &mut [Context],
     pieces: &[Piece],
 ) -> Result<(), String> {
     while *k < toks.len() {
@@ -321,7 +375,7 @@ fn here_doc_body(
                         show(&pieces[i])
                     ))
                 }
-                Tok::Hole(i) => quoted[i] = true,
+                Tok::Hole(i) => quoted[i] = Context::Quoted,
                 Tok::Char('\\') if !doc.quoted => {
                     if let Some(Tok::Hole(i)) = line.get(j + 1) {
                         return Err(format!(
@@ -382,7 +436,7 @@ mod tests {
             device: "cpu",
             stage: "s",
         };
-        Ok(parsed.render(&values))
+        parsed.render(&values)
     }
 
     fn script(text: &str) -> String {
@@ -443,6 +497,21 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn arithmetic_takes_integers_only() {
+        assert_eq!(
+            script("echo $(( -({params.b} - 2) * ({params.b} - 2) )) \"$(({seed}+1))\" {seed}"),
+            r#"echo $(( -(${SEQPIPE_ARG_1} - 2) * (${SEQPIPE_ARG_1} - 2) )) "$((${SEQPIPE_ARG_2}+1))" "${SEQPIPE_ARG_2}""#
+        );
+        // A subshell inside a command substitution is not arithmetic.
+        assert_eq!(
+            script("x=$( (echo {seed}) )"),
+            r#"x=$( (echo "${SEQPIPE_ARG_1}") )"#
+        );
+        let e = render("echo $(( {params.a} + 1 ))").unwrap_err();
+        assert!(e.contains("is not an integer"), "{e}");
     }
 
     #[test]

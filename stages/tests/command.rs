@@ -346,6 +346,19 @@ fn with_a_shell_values_reach_the_script_literally_and_never_run() {
         assert_not_pwned(dir.path());
         assert_eq!(published(dir.path()), 0);
     }
+
+    // In `$(( ))` the shell evaluates the value: only an integer may go in.
+    let spec = format!(
+        "[pipeline]\nname = \"arith\"\n\n[stages.echo]\nkind = \"command\"\nshell = true\n\
+         cmd = \"echo $(( {{params.a}} + 1 )) > {{outputs.out}}\"\noutputs = {{ out = \"file\" }}\n\
+         params = {{ {HOSTILE} }}\n"
+    );
+    let (dir, _) = setup(&spec);
+    let out = seqpipe(dir.path(), &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not an integer"), "{err}");
+    assert_not_pwned(dir.path());
 }
 
 /// A script that counts to 8, one step a checkpoint, sleeping between steps;
