@@ -53,7 +53,7 @@ struct Cli {
     /// (`s3://bucket/prefix`, `gs://…`, `az://…`, `file:///…`; credentials
     /// and endpoint from the service's usual environment variables).
     /// [default: the spec's `[pipeline] cache`, else `cache`]
-    #[arg(long, global = true, env = "SEQPIPE_CACHE")]
+    #[arg(long, global = true, env = "SEQPIPE_CACHE", value_parser = non_empty)]
     cache: Option<String>,
     /// With an object-store cache: this machine's working folder (stages
     /// read and write local files; artifacts are downloaded here once).
@@ -62,13 +62,32 @@ struct Cli {
         global = true,
         env = "SEQPIPE_LOCAL_CACHE",
         default_value = "cache",
-        value_name = "DIR"
+        value_name = "DIR",
+        value_parser = non_empty_path
     )]
     local_cache: PathBuf,
     /// Fail instead of waiting when `gc` holds the cache (or, for `gc`, when
     /// runs do).
     #[arg(long, global = true)]
     no_wait: bool,
+}
+
+/// A cache folder must be named: an empty `--cache` (or `SEQPIPE_CACHE=`)
+/// would make the current folder the cache, and `gc` would clean it. A
+/// usage error (exit 2), like any bad argument.
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the cache cannot be an empty path (it would be the current folder); \
+                    name a folder, e.g. `cache`"
+                .into(),
+        );
+    }
+    Ok(text.to_string())
+}
+
+fn non_empty_path(text: &str) -> Result<PathBuf, String> {
+    non_empty(text).map(PathBuf::from)
 }
 
 impl Cli {
@@ -273,7 +292,8 @@ fn init_logging(verbose: u8) {
 /// end quietly when `head` closes the pipe, as `cat` does, instead of
 /// panicking in `println!` (Rust ignores SIGPIPE, so the write fails with
 /// EPIPE). Commands that change the cache keep ignoring it: a run is not
-/// killed halfway because its log reader went away.
+/// killed halfway because its log reader went away; they print with
+/// [`crate::outln!`], which drops what a closed pipe cannot take.
 fn die_quietly_on_closed_pipe() {
     // SAFETY: restores the default disposition of one signal before any
     // thread is started.
@@ -297,7 +317,7 @@ pub fn main(registry: Registry) -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK as u8),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::errln!("error: {err:#}");
             ExitCode::from(exit_code(&err) as u8)
         }
     }
@@ -375,14 +395,14 @@ fn dispatch(command: Command, cache: CacheOptions, registry: &Registry) -> anyho
                 store: a.store,
                 grace: a.grace.into(),
             })?;
-            println!(
+            crate::outln!(
                 "removed {} artifact(s), {:.1} MB; forgot {} index record(s)",
                 r.artifacts_removed,
                 r.bytes_freed as f64 / 1e6,
                 r.records_forgotten
             );
             if let Some(s) = r.store {
-                println!(
+                crate::outln!(
                     "store: removed {} artifact(s), {:.1} MB; forgot {} record(s); kept {} \
                      unreferenced artifact(s) younger than {}",
                     s.artifacts_removed,

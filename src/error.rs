@@ -2,8 +2,9 @@
 //!
 //! Each module has its own typed error ([`crate::spec::SpecError`],
 //! [`crate::cache::CacheError`], [`crate::run::RunError`]); the CLI turns them
-//! into an exit code with [`exit_code`]: 2 for a bad spec or usage, 1 for a
-//! stage (or data) failure.
+//! into an exit code with [`exit_code`]: 2 for a bad spec or usage (a cache
+//! folder that is not a seqpipe cache included), 1 for a stage (or data)
+//! failure.
 
 use crate::cache::CacheError;
 use crate::run::RunError;
@@ -22,8 +23,15 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.downcast_ref::<SpecError>().is_some() {
             return EXIT_USAGE;
         }
-        if let Some(CacheError::Locked { .. }) = cause.downcast_ref::<CacheError>() {
-            return EXIT_FAILURE;
+        match cause.downcast_ref::<CacheError>() {
+            Some(CacheError::Locked { .. }) => return EXIT_FAILURE,
+            // The folder named as the cache is not one: nothing ran.
+            Some(
+                CacheError::NotACache { .. }
+                | CacheError::Unmarked { .. }
+                | CacheError::BadMarker { .. },
+            ) => return EXIT_USAGE,
+            _ => {}
         }
         if cause.downcast_ref::<RunError>().is_some() {
             return EXIT_FAILURE;

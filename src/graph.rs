@@ -119,6 +119,7 @@ pub fn resolve(mut spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
         let kind = resolve_kind(s, registry)?;
         let kind = bind(kind, s, registry)?;
         apply_shared_params(s, kind.as_ref(), &spec.shared_params, &mut shared_used);
+        check_values(s)?;
         let params = resolve_params(s, kind.as_ref())?;
         stages.push(PlannedStage {
             name: s.name.clone(),
@@ -218,6 +219,25 @@ fn apply_shared_params<'a>(
             s.at.params.insert(key.clone(), at.clone());
         }
     }
+}
+
+/// Every param value has a canonical JSON form, whatever the kind
+/// ([`crate::stage::canonical_json`]): `nan` and `$__` table keys do not.
+fn check_values(s: &StageSpec) -> Result<(), SpecError> {
+    for (key, value) in &s.params {
+        crate::stage::canonical_json(value).map_err(|m| {
+            let help = m
+                .starts_with("is nan")
+                .then(|| "write it as a string (\"nan\") for the stage to parse".to_string());
+            error(
+                &s.at.params[key],
+                format!("stages.{}.params.{key}", s.name),
+                m,
+                help,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn resolve_params(s: &StageSpec, kind: &dyn Stage) -> Result<serde_json::Value, SpecError> {

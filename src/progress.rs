@@ -10,6 +10,7 @@
 //! JSON lines to its stdout; the parent turns them back into real bars. The
 //! stage code is the same either way: it only sees [`Bar`].
 
+use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,38 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::worker::WorkerEvent;
+
+/// `println!` for the commands' own output, except that a closed stdout
+/// (`seqpipe run … | head -1`) drops the line instead of panicking: the
+/// command finishes its work — a run is not abandoned half-way because its
+/// reader went away — and exits as it would have.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::progress::write_line(false, format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::progress::write_line(false, format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that a closed stderr does not turn into a panic (see [`outln!`]).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::progress::write_line(true, format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to stdout or stderr, ignoring a failed write (a closed
+/// pipe); what [`outln!`] and [`errln!`] call.
+pub fn write_line(stderr: bool, line: fmt::Arguments<'_>) {
+    let _ = if stderr {
+        writeln!(std::io::stderr().lock(), "{line}")
+    } else {
+        writeln!(std::io::stdout().lock(), "{line}")
+    };
+}
 
 /// The run's progress display.
 #[derive(Clone)]
@@ -102,7 +135,7 @@ impl Progress {
             Sink::Terminal(multi) if !multi.is_hidden() => {
                 let _ = multi.println(line);
             }
-            Sink::Terminal(_) => eprintln!("{line}"),
+            Sink::Terminal(_) => crate::errln!("{line}"),
             Sink::Events(events) => events.send(&WorkerEvent::Line {
                 line: line.to_string(),
             }),

@@ -460,7 +460,7 @@ fn watch_signals() {
                 .cloned()
                 .collect();
             for job in jobs {
-                eprintln!("seqpipe: interrupted; cancelling Slurm job {job}");
+                crate::errln!("seqpipe: interrupted; cancelling Slurm job {job}");
                 let _ = slurm::cancel(&JobId(job));
             }
             let _ = signal_hook::low_level::emulate_default_handler(*sig);

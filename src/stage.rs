@@ -119,6 +119,105 @@ pub trait TypedStage: Send + Sync + 'static {
     fn run(&self, params: Self::Params, ctx: &mut StageContext<'_>) -> anyhow::Result<()>;
 }
 
+/// The tag of a float JSON cannot write (`inf`, `-inf`) in canonical params.
+pub const FLOAT_TAG: &str = "$__seqpipe_float";
+
+/// The tag of a TOML date-time in canonical params: toml's own serde form,
+/// so that keys made before seqpipe knew of date-times stay as they were.
+pub const DATETIME_TAG: &str = "$__toml_private_datetime";
+
+/// One TOML value as canonical JSON, the form params take in a key and on
+/// their way to a stage. Strings, integers, finite floats, booleans, arrays
+/// and tables are what serde_json makes of them (existing keys depend on
+/// it); `inf` and `-inf`, which serde_json would both write as `null`, are
+/// `{"$__seqpipe_float": "inf"}` and `"-inf"`; a date-time is
+/// `{"$__toml_private_datetime": "<its TOML text>"}`. `Err` for what no key
+/// can hold: `nan`, which equals nothing, not even itself, and table keys
+/// starting with `$__`, which could pass for a tagged value. The message
+/// names the place inside the value (`[2]`, `.a.b`) when it is nested.
+pub fn canonical_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    let at = |path: &str| {
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!(" (at `{path}`)")
+        }
+    };
+    fn walk(value: &toml::Value, path: &mut String) -> Result<J, (String, String)> {
+        Ok(match value {
+            toml::Value::String(s) => J::String(s.clone()),
+            toml::Value::Integer(i) => J::from(*i),
+            toml::Value::Boolean(b) => J::Bool(*b),
+            toml::Value::Float(f) if f.is_nan() => {
+                return Err((
+                    path.clone(),
+                    "is nan, which equals no value (not even itself), so it cannot be \
+                     part of a stage key"
+                        .into(),
+                ))
+            }
+            toml::Value::Float(f) if f.is_infinite() => {
+                let text = if *f > 0.0 { "inf" } else { "-inf" };
+                serde_json::json!({ FLOAT_TAG: text })
+            }
+            toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            toml::Value::Datetime(d) => serde_json::json!({ DATETIME_TAG: d.to_string() }),
+            toml::Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    out.push(walk(item, path)?);
+                    path.truncate(len);
+                }
+                J::Array(out)
+            }
+            toml::Value::Table(table) => {
+                let mut out = serde_json::Map::new();
+                for (key, item) in table {
+                    let len = path.len();
+                    path.push('.');
+                    path.push_str(key);
+                    if key.starts_with("$__") {
+                        return Err((
+                            path.clone(),
+                            format!("`{key}`: table keys starting with `$__` are reserved"),
+                        ));
+                    }
+                    out.insert(key.clone(), walk(item, path)?);
+                    path.truncate(len);
+                }
+                J::Object(out)
+            }
+        })
+    }
+    walk(value, &mut String::new()).map_err(|(path, m)| format!("{m}{}", at(&path)))
+}
+
+/// A params table as canonical JSON (see [`canonical_json`]); `Err` names
+/// the param.
+pub fn canonical_table(
+    params: &BTreeMap<String, toml::Value>,
+) -> Result<serde_json::Value, String> {
+    let mut out = serde_json::Map::new();
+    for (key, value) in params {
+        let json = canonical_json(value).map_err(|m| format!("`{key}` {m}"))?;
+        out.insert(key.clone(), json);
+    }
+    Ok(out.into())
+}
+
+/// Whether `value` is or holds an infinite float.
+fn holds_infinity(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Float(f) => f.is_infinite(),
+        toml::Value::Array(items) => items.iter().any(holds_infinity),
+        toml::Value::Table(table) => table.values().any(holds_infinity),
+        _ => false,
+    }
+}
+
 struct Typed<T: TypedStage> {
     stage: T,
     info: KindInfo,
@@ -141,6 +240,14 @@ impl<T: TypedStage> Stage for Typed<T> {
     }
 
     fn check_param(&self, key: &str, value: &toml::Value) -> Result<(), String> {
+        // A typed kind gets its params through serde_json, which writes an
+        // infinity as `null`: `inf` and `-inf` would share a key, and the
+        // stage could not read either back.
+        if holds_infinity(value) {
+            return Err("is infinite, and built-in kinds take finite numbers only \
+                        (write a large finite one such as 1e308)"
+                .into());
+        }
         let one = BTreeMap::from([(key.to_string(), value.clone())]);
         to_params::<T::Params>(&one).map(|_| ())
     }
@@ -287,5 +394,67 @@ impl StageContext<'_> {
     /// Records a fact in the run manifest.
     pub fn note(&mut self, key: &str, value: impl ToString) {
         self.notes.insert(key.to_string(), value.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ordinary_values_encode_as_serde_json_writes_them() {
+        // Existing keys depend on it: whatever serde_json made of a value
+        // before, the canonical form is the same.
+        let table = values(
+            r#"
+s = "hé \"q\""
+i = -7
+big = 9007199254740993
+f = 0.1
+e = 3e-4
+z = -0.0
+b = true
+a = [1, 2.5, "x", [true], []]
+t = { n = 1, m = { k = "v" } }
+when = 1979-05-27T07:32:00.5-07:00
+day = 1979-05-27
+at = 07:32:00
+local = 1979-05-27T07:32:00
+"#,
+        );
+        for (key, value) in &table {
+            assert_eq!(
+                canonical_json(value).unwrap(),
+                serde_json::to_value(value).unwrap(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn infinities_are_tagged_and_nan_and_reserved_keys_refused() {
+        let table = values(
+            "p = inf\nn = -inf\nnan = nan\nlist = [1, [2, -nan]]\nt = { a = { \"$__x\" = 1 } }",
+        );
+        let p = canonical_json(&table["p"]).unwrap();
+        let n = canonical_json(&table["n"]).unwrap();
+        assert_eq!(p, serde_json::json!({ FLOAT_TAG: "inf" }));
+        assert_eq!(n, serde_json::json!({ FLOAT_TAG: "-inf" }));
+        assert_ne!(p, n);
+        let e = canonical_json(&table["nan"]).unwrap_err();
+        assert!(e.starts_with("is nan"), "{e}");
+        let e = canonical_json(&table["list"]).unwrap_err();
+        assert!(e.contains("(at `[1][1]`)"), "{e}");
+        let e = canonical_json(&table["t"]).unwrap_err();
+        assert!(
+            e.contains("`$__x`: table keys starting with `$__` are reserved (at `.a.$__x`)"),
+            "{e}"
+        );
+        let all: BTreeMap<String, toml::Value> = values("x = nan").into_iter().collect();
+        assert!(canonical_table(&all).unwrap_err().starts_with("`x` is nan"));
     }
 }

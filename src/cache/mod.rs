@@ -3,6 +3,8 @@
 //! Layout under the cache root (default `./cache`):
 //!
 //! ```text
+//! SEQPIPE_CACHE.toml       the marker: this folder is a cache (layout version)
+//! CACHEDIR.TAG             tells backup tools to skip it
 //! LOCK                     shared by every run, exclusive for `gc`
 //! objects/ab/<hash>/       one folder per artifact, named by its content hash, read-only
 //! records/ab/<key>.json    a finished stage: its fingerprint and output hashes
@@ -38,10 +40,15 @@
 //! process holds at a time; another process sharing the cache meanwhile
 //! hashes without it.
 //!
+//! seqpipe deletes inside its cache, so it uses no folder that lacks the
+//! marker unless the folder is new, empty, or an unmarked cache of an older
+//! seqpipe (see [`marker`]); `gc` needs the marker.
+//!
 //! Artifacts are stored behind the [`ArtifactStore`] trait so that another
 //! backend (a shared object store) can replace the local folder later.
 
 mod claim;
+mod marker;
 mod records;
 #[cfg(feature = "cloud")]
 mod remote;
@@ -63,6 +70,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use claim::Claim;
+pub use marker::{LAYOUT_VERSION, MARKER};
 use records::{write_atomic, Records};
 pub use remote::RemoteStore;
 pub use store::{hash_file, remove_tree, LocalStore};
@@ -89,6 +97,22 @@ pub enum CacheError {
     Record(#[from] serde_json::Error),
     #[error("the shared cache {url}: {detail}")]
     Remote { url: String, detail: String },
+    #[error(
+        "{path} is not a seqpipe cache ({holds}, but no {marker}), so seqpipe will not \
+         use it, nor delete anything in it; name a new or empty folder with --cache, \
+         or an existing cache",
+        marker = MARKER
+    )]
+    NotACache { path: PathBuf, holds: String },
+    #[error(
+        "{path} looks like a cache from an older seqpipe but has no {marker}; `gc` \
+         deletes, so it cleans only marked caches: any `seqpipe run` or `seqpipe status` \
+         with this cache marks it",
+        marker = MARKER
+    )]
+    Unmarked { path: PathBuf },
+    #[error("{path}: {detail}")]
+    BadMarker { path: PathBuf, detail: String },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CacheError {
@@ -181,6 +205,8 @@ impl Cache {
         wait: bool,
     ) -> Result<Cache, CacheError> {
         let remote = remote.map(RemoteStore::open).transpose()?.map(Arc::new);
+        // Before anything is created or cleaned in it.
+        marker::ensure(root, access)?;
         fs::create_dir_all(root).map_err(io_err("cannot create the cache folder", root))?;
         let lock = lock_root(root, access, wait)?;
         for sub in [
@@ -454,7 +480,7 @@ fn lock_root(root: &Path, access: Access, wait: bool) -> Result<File, CacheError
     match tried {
         Ok(()) => Ok(lock),
         Err(TryLockError::WouldBlock) if wait => {
-            eprintln!(
+            crate::errln!(
                 "seqpipe: waiting for the cache lock {} ({})…",
                 lock_path.display(),
                 match access {
@@ -612,6 +638,7 @@ mod tests {
     #[test]
     fn staging_of_dead_processes_and_older_versions_is_cleaned() {
         let dir = tempfile::tempdir().unwrap();
+        drop(Cache::open(dir.path(), false).unwrap()); // an existing cache
         let tmp = dir.path().join("tmp");
         let dead = tmp.join(format!("{}-{}", host_name(), i32::MAX));
         let old = tmp.join("train-123-0");

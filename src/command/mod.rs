@@ -19,14 +19,17 @@
 //! which changed), the inputs' hashes and the seed.
 //!
 //! The process runs in the spec file's folder without a shell (`shell =
-//! true` runs `cmd`, then one string, with `sh -c`), sees its values both
-//! as placeholders ([`template`]) and as `SEQPIPE_*` environment variables,
+//! true` runs `cmd`, then one string, with `sh -c`, every placeholder
+//! turned into a variable reference so that no value is ever shell text:
+//! [`shell`]), sees its values both as placeholders ([`template`]) and as
+//! `SEQPIPE_*` environment variables — every path among them absolute —
 //! and writes into the empty output folders the engine gives it. When it
 //! exits 0 every output is checked against its declared artifact type
 //! ([`crate::artifact`]); any failure publishes nothing and the error quotes
 //! the end of its stderr. stdout and stderr are kept as the `log` output.
 
 pub mod process;
+pub mod shell;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -38,7 +41,8 @@ use crate::artifact::ArtifactType;
 use crate::graph::{ANY_TYPE, PATH_TYPE};
 use crate::spec::{Location, SpecError, StageSpec};
 use crate::stage::{KindInfo, Port, Registry, Resource, Stage, StageContext};
-use template::{shell_quote, verbatim, Names, Template, Values};
+use shell::ShellScript;
+use template::{Names, Template, Values};
 
 /// The kind name.
 pub const KIND: &str = "command";
@@ -112,9 +116,10 @@ impl Stage for CommandKind {
 /// A command stage bound to its `[stages.X]` table.
 pub struct CommandStage {
     info: KindInfo,
-    /// `cmd` as argv templates, or one script when `shell` is set.
+    /// `cmd` as argv templates, or the one script when `shell` is set.
     argv: Vec<Template>,
-    shell: bool,
+    /// With `shell = true`: the script, its placeholders as variables.
+    script: Option<ShellScript>,
     env: BTreeMap<String, Template>,
     /// Output name → declared type (without `log`).
     outputs: BTreeMap<String, ArtifactType>,
@@ -191,10 +196,10 @@ impl CommandStage {
             inputs: input_names,
             outputs: output_names,
         };
-        let (argv, cmd_json) = bind_cmd(spec, shell, &names)?;
+        let (argv, script, cmd_json) = bind_cmd(spec, shell, &names)?;
         let (env, env_json) = bind_env(spec, &names)?;
-        let params = serde_json::to_value(&spec.params)
-            .map_err(|e| spec_error(spec, &kind_at, "params", format!("cannot be read: {e}")))?;
+        let params = crate::stage::canonical_table(&spec.params)
+            .map_err(|e| spec_error(spec, &kind_at, "params", e))?;
         let mut settings = serde_json::Map::new();
         settings.insert("cmd".into(), cmd_json);
         settings.insert("shell".into(), shell.into());
@@ -217,7 +222,7 @@ impl CommandStage {
         Ok(CommandStage {
             info,
             argv,
-            shell,
+            script,
             env,
             outputs,
             inputs,
@@ -400,11 +405,9 @@ fn bind_deps(spec: &StageSpec) -> Result<Vec<(String, PathBuf, Location)>, SpecE
     Ok(deps)
 }
 
-fn bind_cmd(
-    spec: &StageSpec,
-    shell: bool,
-    names: &Names<'_>,
-) -> Result<(Vec<Template>, serde_json::Value), SpecError> {
+type BoundCmd = (Vec<Template>, Option<ShellScript>, serde_json::Value);
+
+fn bind_cmd(spec: &StageSpec, shell: bool, names: &Names<'_>) -> Result<BoundCmd, SpecError> {
     let Some((value, at)) = spec.extra.get("cmd") else {
         return Err(with_help(
             spec_error(
@@ -450,14 +453,23 @@ fn bind_cmd(
     let parse =
         |word: &str| Template::parse(word, names).map_err(|m| spec_error(spec, at, "cmd", m));
     if shell {
-        let script = words.join(" ");
-        return Ok((vec![parse(&script)?], serde_json::json!(script)));
+        let text = words.join(" ");
+        let script = ShellScript::parse(&text, names).map_err(|m| {
+            with_help(
+                spec_error(spec, at, "cmd", m),
+                "with shell = true each placeholder reaches the script as a variable \
+                 (\"${SEQPIPE_ARG_1}\"), never as shell text"
+                    .into(),
+            )
+        })?;
+        let template = script.template().clone();
+        return Ok((vec![template], Some(script), serde_json::json!(text)));
     }
     let argv = words
         .iter()
         .map(|w| parse(w))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((argv, serde_json::json!(words)))
+    Ok((argv, None, serde_json::json!(words)))
 }
 
 fn bind_env(
@@ -512,8 +524,7 @@ impl Stage for CommandStage {
         &self,
         params: &BTreeMap<String, toml::Value>,
     ) -> Result<serde_json::Value, String> {
-        let mut all = serde_json::to_value(params)
-            .map_err(|e| e.to_string())?
+        let mut all = crate::stage::canonical_table(params)?
             .as_object()
             .cloned()
             .unwrap_or_default();
@@ -523,38 +534,47 @@ impl Stage for CommandStage {
 
     fn run(&self, ctx: &mut StageContext<'_>) -> anyhow::Result<()> {
         let log_dir = ctx.output(LOG_OUTPUT)?.to_path_buf();
-        // A `file` output is one file named after the output, in its folder.
+        // The command runs in the spec's folder, not in ours: every path it
+        // is handed must be absolute (the cache and the spec may both be
+        // named relative to the folder seqpipe was started in).
         let mut targets = BTreeMap::new();
         for (name, ty) in &self.outputs {
-            let dir = ctx.output(name)?;
+            let dir = absolute(ctx.output(name)?)?;
+            // A `file` output is one file named after the output, in its folder.
             let target = if ty.name == "file" {
                 dir.join(name)
             } else {
-                dir.to_path_buf()
+                dir
             };
             targets.insert(name.clone(), target);
         }
+        let inputs = ctx
+            .inputs
+            .iter()
+            .map(|(name, path)| Ok((name.clone(), absolute(path)?)))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        let checkpoint_dir = absolute(&ctx.checkpoint_dir)?;
         let user_params = self.user_params(&ctx.params);
         let values = Values {
             params: &user_params,
-            inputs: &ctx.inputs,
+            inputs: &inputs,
             outputs: &targets,
-            checkpoint_dir: &ctx.checkpoint_dir,
+            checkpoint_dir: &checkpoint_dir,
             seed: ctx.seed,
             device: ctx.device,
             stage: ctx.stage,
         };
-        let mut command = self.command(&values);
-        command.current_dir(&self.dir);
+        let (mut command, script_vars) = self.command(&values)?;
+        command.current_dir(absolute(&self.dir)?);
         for name in &self.inputs {
-            command.env(env_name("SEQPIPE_INPUT_", name), &ctx.inputs[name]);
+            command.env(env_name("SEQPIPE_INPUT_", name), &inputs[name]);
         }
         for (name, target) in &targets {
             command.env(env_name("SEQPIPE_OUTPUT_", name), target);
         }
         command
-            .env("SEQPIPE_PARAMS", user_params.to_string())
-            .env("SEQPIPE_CHECKPOINT_DIR", &ctx.checkpoint_dir)
+            .env("SEQPIPE_PARAMS", template::params_json(&user_params))
+            .env("SEQPIPE_CHECKPOINT_DIR", &checkpoint_dir)
             .env("SEQPIPE_SEED", ctx.seed.to_string())
             .env("SEQPIPE_DEVICE", ctx.device)
             .env("SEQPIPE_STAGE", ctx.stage)
@@ -562,8 +582,10 @@ impl Stage for CommandStage {
             // their hash after the first run and so rerunning the stage once.
             .env("PYTHONDONTWRITEBYTECODE", "1");
         for (name, t) in &self.env {
-            command.env(name, t.render(&values, verbatim));
+            command.env(name, t.render(&values));
         }
+        // After the user's `env`, so that nothing there can replace them.
+        command.envs(script_vars);
         let shown = self.shown(&values);
         let finished = process::run(command, ctx.stage, &log_dir, ctx.progress)?;
         let tail = stderr_tail(&finished.stderr_tail);
@@ -593,31 +615,33 @@ impl CommandStage {
         params.into()
     }
 
-    fn command(&self, values: &Values<'_>) -> Command {
-        if self.shell {
+    /// The process to start, and the variables carrying a shell script's
+    /// values ([`shell`]).
+    fn command(&self, values: &Values<'_>) -> anyhow::Result<(Command, Vec<(String, String)>)> {
+        if let Some(script) = &self.script {
+            let (text, vars) = script.render(values).map_err(anyhow::Error::msg)?;
             let mut command = Command::new("sh");
-            command
-                .arg("-c")
-                .arg(self.argv[0].render(values, shell_quote));
-            command
+            command.arg("-c").arg(text);
+            Ok((command, vars))
         } else {
-            let mut command = Command::new(self.argv[0].render(values, verbatim));
-            command.args(self.argv[1..].iter().map(|t| t.render(values, verbatim)));
-            command
+            let mut command = Command::new(self.argv[0].render(values));
+            command.args(self.argv[1..].iter().map(|t| t.render(values)));
+            Ok((command, Vec::new()))
         }
     }
 
     /// The command line for messages, abbreviated.
     fn shown(&self, values: &Values<'_>) -> String {
-        let words: Vec<String> = self
-            .argv
-            .iter()
-            .take(3)
-            .map(|t| t.render(values, verbatim))
-            .collect();
+        let words: Vec<String> = self.argv.iter().take(3).map(|t| t.render(values)).collect();
         let more = if self.argv.len() > 3 { " …" } else { "" };
         format!("{}{more}", words.join(" "))
     }
+}
+
+/// `path` made absolute against the current folder (symlinks kept).
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path)
+        .map_err(|e| anyhow::anyhow!("cannot make {} absolute: {e}", path.display()))
 }
 
 fn stderr_tail(lines: &[String]) -> String {

@@ -87,27 +87,34 @@ impl Template {
         Ok(Template(pieces))
     }
 
-    /// The text with every placeholder replaced; `quote` wraps substituted
-    /// values (shell quoting when the command runs through `sh -c`).
-    pub fn render(&self, values: &Values<'_>, quote: fn(&str) -> String) -> String {
+    /// The text with every placeholder replaced by its value, as is (argv
+    /// words and `env` values reach the program without a shell; a shell
+    /// script goes through [`super::shell::ShellScript`] instead).
+    pub fn render(&self, values: &Values<'_>) -> String {
         let mut out = String::new();
         for piece in &self.0 {
-            let value = match piece {
-                Piece::Text(text) => {
-                    out.push_str(text);
-                    continue;
-                }
-                Piece::Param(name) => param_text(&values.params[name]),
-                Piece::Input(name) => path_text(values.inputs.get(name)),
-                Piece::Output(name) => path_text(values.outputs.get(name)),
-                Piece::CheckpointDir => values.checkpoint_dir.display().to_string(),
-                Piece::Seed => values.seed.to_string(),
-                Piece::Device => values.device.to_string(),
-                Piece::Stage => values.stage.to_string(),
-            };
-            out.push_str(&quote(&value));
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                _ => out.push_str(&values.text(piece)),
+            }
         }
         out
+    }
+}
+
+impl Values<'_> {
+    /// The value a placeholder stands for, as text.
+    pub fn text(&self, piece: &Piece) -> String {
+        match piece {
+            Piece::Text(text) => text.clone(),
+            Piece::Param(name) => param_text(&self.params[name]),
+            Piece::Input(name) => path_text(self.inputs.get(name)),
+            Piece::Output(name) => path_text(self.outputs.get(name)),
+            Piece::CheckpointDir => self.checkpoint_dir.display().to_string(),
+            Piece::Seed => self.seed.to_string(),
+            Piece::Device => self.device.to_string(),
+            Piece::Stage => self.stage.to_string(),
+        }
     }
 }
 
@@ -150,34 +157,86 @@ fn placeholder(inner: &str, names: &Names<'_>) -> Result<Piece, String> {
     }
 }
 
-/// A param as a command-line word: strings bare, numbers and booleans as
-/// written, lists and tables as JSON.
+/// A param as a command-line word, as the TOML wrote it: strings bare,
+/// numbers, booleans, `inf`/`-inf` and date-times as their TOML text,
+/// lists and tables as JSON (as in `SEQPIPE_PARAMS`).
 pub fn param_text(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => match tagged(other) {
+            Some(Tagged::Float(text)) | Some(Tagged::Datetime(text)) => text.to_string(),
+            None => params_json(other),
+        },
     }
+}
+
+/// A canonical value that JSON has no form for (see
+/// [`crate::stage::canonical_json`]).
+enum Tagged<'a> {
+    /// `inf` or `-inf`.
+    Float(&'a str),
+    /// A date-time's TOML text.
+    Datetime(&'a str),
+}
+
+fn tagged(value: &serde_json::Value) -> Option<Tagged<'_>> {
+    let object = value.as_object().filter(|o| o.len() == 1)?;
+    let (key, text) = object.iter().next()?;
+    let text = text.as_str()?;
+    match key.as_str() {
+        crate::stage::FLOAT_TAG => Some(Tagged::Float(text)),
+        crate::stage::DATETIME_TAG => Some(Tagged::Datetime(text)),
+        _ => None,
+    }
+}
+
+/// Canonical params as the JSON a command reads (`SEQPIPE_PARAMS`, a list
+/// or table placeholder): compact, as serde_json writes it, except that an
+/// infinity is `Infinity`/`-Infinity` (what Python's `json` reads and
+/// writes) and a date-time its TOML text as a string.
+pub fn params_json(value: &serde_json::Value) -> String {
+    fn write(value: &serde_json::Value, out: &mut String) {
+        match (value, tagged(value)) {
+            (_, Some(Tagged::Float(text))) => out.push_str(if text.starts_with('-') {
+                "-Infinity"
+            } else {
+                "Infinity"
+            }),
+            (_, Some(Tagged::Datetime(text))) => {
+                out.push_str(&serde_json::Value::from(text).to_string())
+            }
+            (serde_json::Value::Array(items), None) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            (serde_json::Value::Object(map), None) => {
+                out.push('{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                    out.push(':');
+                    write(item, out);
+                }
+                out.push('}');
+            }
+            (other, None) => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
 }
 
 fn path_text(path: Option<&std::path::PathBuf>) -> String {
     path.map(|p| p.display().to_string()).unwrap_or_default()
-}
-
-/// Quotes a word for `sh -c`.
-pub fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@%,".contains(c))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// No quoting: each argv word reaches the program as is.
-pub fn verbatim(word: &str) -> String {
-    word.to_string()
 }
 
 #[cfg(test)]
@@ -208,9 +267,30 @@ mod tests {
             device: "cpu",
             stage: "s",
         };
-        assert_eq!(t.render(&values, verbatim), "--lr=0.001 /c/in/x {json} 7");
-        let t = Template::parse("echo {params.name}", &names()).unwrap();
-        assert_eq!(t.render(&values, shell_quote), "echo 'a b'");
+        assert_eq!(t.render(&values), "--lr=0.001 /c/in/x {json} 7");
+    }
+
+    #[test]
+    fn params_reach_a_command_as_written() {
+        let table: toml::Table = "when = 1979-05-27T07:32:00Z\nbig = inf\nsmall = -inf\n\
+                                  n = 1.5\ns = \"x\"\nl = [inf, \"y\", { d = 1979-05-27 }]"
+            .parse()
+            .unwrap();
+        let params = crate::stage::canonical_table(&table.into_iter().collect()).unwrap();
+        let text = |k: &str| param_text(&params[k]);
+        assert_eq!(text("when"), "1979-05-27T07:32:00Z");
+        assert_eq!(text("big"), "inf");
+        assert_eq!(text("small"), "-inf");
+        assert_eq!(text("n"), "1.5");
+        assert_eq!(text("s"), "x");
+        assert_eq!(text("l"), r#"[Infinity,"y",{"d":"1979-05-27"}]"#);
+        assert_eq!(
+            params_json(&params),
+            r#"{"big":Infinity,"l":[Infinity,"y",{"d":"1979-05-27"}],"n":1.5,"s":"x","small":-Infinity,"when":"1979-05-27T07:32:00Z"}"#
+        );
+        // Without tags, exactly what serde_json writes.
+        let plain = serde_json::json!({"a": [1, 2.5, "q\"", {"b": null, "c": -0.0}], "z": "é"});
+        assert_eq!(params_json(&plain), plain.to_string());
     }
 
     #[test]
@@ -233,12 +313,5 @@ mod tests {
         assert_eq!(awk.0[2], Piece::Text(" { print > out }".into()));
         let json = Template::parse(r#"{"n": 1} a}b {x"#, &names()).unwrap();
         assert_eq!(json.0, [Piece::Text(r#"{"n": 1} a}b {x"#.into())]);
-    }
-
-    #[test]
-    fn shell_quoting_survives_quotes() {
-        assert_eq!(shell_quote("/a/b.txt"), "/a/b.txt");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
     }
 }

@@ -57,7 +57,7 @@ pub fn job(ticket_path: &Path, cache: &CacheOptions, registry: &Registry) -> any
             }
             match ran.outcome {
                 Outcome::Ran | Outcome::Cached => {
-                    eprintln!("seqpipe job: stage `{stage}` {:?}", ran.outcome);
+                    crate::errln!("seqpipe job: stage `{stage}` {:?}", ran.outcome);
                     Ok(())
                 }
                 _ => anyhow::bail!(
@@ -97,7 +97,7 @@ pub fn job(ticket_path: &Path, cache: &CacheOptions, registry: &Registry) -> any
                 cached: names(Outcome::Cached),
                 seconds: report.seconds,
             };
-            eprintln!(
+            crate::errln!(
                 "seqpipe job: sweep trial {trial}: {} stage(s), {} computed here",
                 report.stages.len(),
                 task.ran.len()

@@ -39,7 +39,7 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
     let manifest_path = match saved {
         Ok(path) => Some(path),
         Err(e) if !report.failed().is_empty() => {
-            eprintln!("warning: the run manifest could not be written: {e:#}");
+            crate::errln!("warning: the run manifest could not be written: {e:#}");
             None
         }
         Err(e) => return Err(e),
@@ -56,23 +56,23 @@ pub fn run(cmd: &RunCommand, registry: &Registry) -> anyhow::Result<RunReport> {
         false
     };
     if !cmd.quiet {
-        println!("{}", summary_table(&report));
+        crate::outln!("{}", summary_table(&report));
         for stage in &report.stages {
             for text in summaries(&cache, &stage.outputs) {
-                println!("\n{}", text.trim_end());
+                crate::outln!("\n{}", text.trim_end());
             }
         }
         if let Some(path) = &manifest_path {
-            println!("\nrun manifest: {}", path.display());
+            crate::outln!("\nrun manifest: {}", path.display());
         }
         if lock_written {
-            println!("lock file: {}", crate::lock::path_for(&cmd.spec).display());
+            crate::outln!("lock file: {}", crate::lock::path_for(&cmd.spec).display());
         }
     }
     let failed = report.failed();
     if !failed.is_empty() {
         for s in &failed {
-            eprintln!(
+            crate::errln!(
                 "error: stage `{}` ({}) failed: {}",
                 s.name,
                 s.kind,

@@ -59,10 +59,10 @@ pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
         stage["artifacts"] = serde_json::Value::Object(artifacts);
     }
     if cmd.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&manifest)?);
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "pipeline `{}`, run {} ({} stages)",
         plan.spec.name,
         manifest["run_id"].as_str().unwrap_or("?"),
@@ -74,7 +74,7 @@ pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
     for (stage, output, path) in &rows {
         table.add_row([stage.as_str(), output.as_str(), &path.display().to_string()]);
     }
-    println!("{table}");
+    crate::outln!("{table}");
     for stage in manifest["stages"].as_array().into_iter().flatten() {
         let name = stage["name"].as_str().unwrap_or("");
         if cmd.stage.as_ref().is_some_and(|s| s != name) {
@@ -87,7 +87,7 @@ pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
             .collect();
         for text in summaries(&cache, &outputs) {
-            println!("\n{}", text.trim_end());
+            crate::outln!("\n{}", text.trim_end());
         }
         let ports = plan
             .index_of(name)
@@ -97,7 +97,7 @@ pub fn show(cmd: &ShowCommand, registry: &Registry) -> anyhow::Result<()> {
             if ports.iter().any(|p| p.name == output && p.ty == "metrics") {
                 let path = cache.store().path(id).join(crate::artifact::METRICS_FILE);
                 if let Some(lines) = metrics_lines(&path) {
-                    println!("\n{name}.{output}:\n{lines}");
+                    crate::outln!("\n{name}.{output}:\n{lines}");
                 }
             }
         }

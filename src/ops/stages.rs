@@ -14,45 +14,48 @@ pub fn stages(registry: &Registry, json: bool) -> anyhow::Result<()> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&kinds)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&kinds)?);
         return Ok(());
     }
     for kind in registry.kinds() {
         let info = kind.info();
         let defaults = kind.defaults();
-        println!(
+        crate::outln!(
             "{} (version {}, {:?})",
-            info.kind, info.version, info.resource
+            info.kind,
+            info.version,
+            info.resource
         );
-        println!("  {}", info.summary);
+        crate::outln!("  {}", info.summary);
         if !info.inputs.is_empty() || info.extra_inputs.is_some() {
-            println!("  inputs:");
+            crate::outln!("  inputs:");
             for p in &info.inputs {
                 let optional = if p.optional { "(optional) " } else { "" };
-                println!("    {:<12} {:<10} {optional}{}", p.name, p.ty, p.doc);
+                crate::outln!("    {:<12} {:<10} {optional}{}", p.name, p.ty, p.doc);
             }
             if let Some(ty) = info.extra_inputs {
-                println!(
+                crate::outln!(
                     "    {:<12} {:<10} any number of further inputs, named as you like",
-                    "<any>", ty
+                    "<any>",
+                    ty
                 );
             }
         }
-        println!("  outputs:");
+        crate::outln!("  outputs:");
         for p in &info.outputs {
-            println!("    {:<12} {:<10} {}", p.name, p.ty, p.doc);
+            crate::outln!("    {:<12} {:<10} {}", p.name, p.ty, p.doc);
         }
         if !info.params.is_empty() {
-            println!("  params (default):");
+            crate::outln!("  params (default):");
             for p in &info.params {
                 let default = defaults
                     .get(p.name)
                     .map(|v| v.to_string())
                     .unwrap_or_default();
-                println!("    {:<14} = {:<10} {}", p.name, default, p.doc);
+                crate::outln!("    {:<14} = {:<10} {}", p.name, default, p.doc);
             }
         }
-        println!();
+        crate::outln!();
     }
     Ok(())
 }

@@ -132,7 +132,7 @@ fn compare_with_lock(
 /// Prints the status as a table or JSON.
 pub fn print(statuses: &[StageStatus], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(statuses)?);
+        crate::outln!("{}", serde_json::to_string_pretty(statuses)?);
         return Ok(());
     }
     let with_lock = statuses.iter().any(|s| s.lock.is_some());
@@ -155,12 +155,12 @@ pub fn print(statuses: &[StageStatus], json: bool) -> anyhow::Result<()> {
         }
         table.add_row(row);
     }
-    println!("{table}");
+    crate::outln!("{table}");
     let stale = statuses.iter().filter(|s| s.state != "cached").count();
     if stale == 0 {
-        println!("everything is cached: `seqpipe run` would compute nothing");
+        crate::outln!("everything is cached: `seqpipe run` would compute nothing");
     } else {
-        println!("{stale} stage(s) would run");
+        crate::outln!("{stale} stage(s) would run");
     }
     Ok(())
 }

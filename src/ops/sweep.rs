@@ -193,10 +193,10 @@ pub fn sweep(cmd: &SweepCommand, registry: &Registry) -> anyhow::Result<Vec<Entr
         .map(|e| write_best(&cmd.spec, e, base_seed, &sweep))
         .transpose()?;
     if !cmd.quiet {
-        println!("{}", terminal_table(&sweep, &board));
-        println!("\nleaderboard: {}", out.join("leaderboard.md").display());
+        crate::outln!("{}", terminal_table(&sweep, &board));
+        crate::outln!("\nleaderboard: {}", out.join("leaderboard.md").display());
         if let Some(best) = &best {
-            println!("best trial as a pipeline: {}", best.display());
+            crate::outln!("best trial as a pipeline: {}", best.display());
         }
     }
     let failed: Vec<String> = board

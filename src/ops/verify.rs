@@ -88,7 +88,7 @@ pub fn verify(cmd: &VerifyCommand, registry: &Registry) -> anyhow::Result<Vec<Ve
             continue;
         }
         if !cmd.quiet {
-            eprintln!(
+            crate::errln!(
                 "seqpipe: verifying `{}` ({})",
                 stage.name,
                 stage.kind.info().kind
@@ -123,7 +123,7 @@ pub fn verify(cmd: &VerifyCommand, registry: &Registry) -> anyhow::Result<Vec<Ve
 /// Prints the verdicts; `Err` when any stage is not identical.
 pub fn print(verdicts: &[Verdict], json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(verdicts)?);
+        crate::outln!("{}", serde_json::to_string_pretty(verdicts)?);
     } else {
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED);
@@ -137,7 +137,7 @@ pub fn print(verdicts: &[Verdict], json: bool) -> anyhow::Result<()> {
                 v.detail.as_str(),
             ]);
         }
-        println!("{table}");
+        crate::outln!("{table}");
     }
     let bad: Vec<&str> = verdicts
         .iter()
@@ -146,7 +146,7 @@ pub fn print(verdicts: &[Verdict], json: bool) -> anyhow::Result<()> {
         .collect();
     if bad.is_empty() {
         if !json {
-            println!("every verified stage reproduced its cached outputs bit for bit");
+            crate::outln!("every verified stage reproduced its cached outputs bit for bit");
         }
         return Ok(());
     }

@@ -270,6 +270,97 @@ outputs = { o = "dir" }"#,
     );
 }
 
+/// Param values that are shell code if the shell ever parses them.
+const HOSTILE: &str = r#"a = '$(touch PWNED)', b = '"; touch PWNED2; "', c = '`touch PWNED3`', d = "'; touch PWNED4; '""#;
+
+/// No file named PWNED* anywhere under `dir`.
+fn assert_not_pwned(dir: &Path) {
+    for path in files_under(dir) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.starts_with("PWNED"), "a value ran as code: {path:?}");
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(files_under(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The script of the injection test: each value bare, in double quotes,
+/// inside a word, in a here-document and in a command substitution.
+const INJECT_CMD: &str = r#"printf '%s\n' {params.a} {params.b} {params.c} {params.d} "{params.a}" "{params.b}" "{params.c}" "{params.d}" "x{params.b}y" > {outputs.out}
+cat >> {outputs.out} <<END
+{params.a}{params.c}
+END
+echo "$(printf '%s' "{params.d}")" >> {outputs.out}"#;
+
+#[test]
+fn with_a_shell_values_reach_the_script_literally_and_never_run() {
+    let spec = format!(
+        "[pipeline]\nname = \"inject\"\n\n[stages.echo]\nkind = \"command\"\nshell = true\n\
+         cmd = '''{INJECT_CMD}'''\noutputs = {{ out = \"file\" }}\nparams = {{ {HOSTILE} }}\n"
+    );
+    let (dir, _) = setup(&spec);
+    let d = dir.path();
+    run_ok(d, &[]);
+    assert_not_pwned(d);
+    let path = stage_record(d, "echo")["artifacts"]["out"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(Path::new(&path).join("out")).unwrap();
+    let (a, b, c, e) = (
+        "$(touch PWNED)",
+        r#""; touch PWNED2; ""#,
+        "`touch PWNED3`",
+        "'; touch PWNED4; '",
+    );
+    let inside = format!("x{b}y");
+    let joined = format!("{a}{c}");
+    let want = [a, b, c, e, a, b, c, e, &inside, &joined, e];
+    assert_eq!(text.lines().collect::<Vec<_>>(), want, "{text}");
+
+    // Inside single quotes the shell would expand nothing: refused at plan
+    // time, and nothing runs.
+    for cmd in [
+        "echo '{params.a}' > {outputs.out}",
+        "echo 'x {params.b} y' > {outputs.out}",
+    ] {
+        let spec = format!(
+            "[pipeline]\nname = \"q\"\n\n[stages.echo]\nkind = \"command\"\nshell = true\n\
+             cmd = \"{cmd}\"\noutputs = {{ out = \"file\" }}\nparams = {{ {HOSTILE} }}\n"
+        );
+        let (dir, _) = setup(&spec);
+        let out = seqpipe(dir.path(), &["run", "p.toml", "--quiet"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("stands inside single quotes"), "{cmd}: {err}");
+        assert!(err.contains("p.toml:"), "{err}");
+        assert_not_pwned(dir.path());
+        assert_eq!(published(dir.path()), 0);
+    }
+
+    // In `$(( ))` the shell evaluates the value: only an integer may go in.
+    let spec = format!(
+        "[pipeline]\nname = \"arith\"\n\n[stages.echo]\nkind = \"command\"\nshell = true\n\
+         cmd = \"echo $(( {{params.a}} + 1 )) > {{outputs.out}}\"\noutputs = {{ out = \"file\" }}\n\
+         params = {{ {HOSTILE} }}\n"
+    );
+    let (dir, _) = setup(&spec);
+    let out = seqpipe(dir.path(), &["run", "p.toml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not an integer"), "{err}");
+    assert_not_pwned(dir.path());
+}
+
 /// A script that counts to 8, one step a checkpoint, sleeping between steps;
 /// it resumes from `$SEQPIPE_CHECKPOINT_DIR/step` and logs where it started.
 const COUNTER: &str = r#"
@@ -447,4 +538,159 @@ fn the_python_example_trains_beside_gru4rec() {
         .unwrap()
         .iter()
         .all(|s| s["outcome"] == "cached"));
+}
+
+/// `path` relative to the folder `from` (symlinks resolved in both).
+fn relative(from: &Path, path: &Path) -> std::path::PathBuf {
+    let (from, path) = (from.canonicalize().unwrap(), path.canonicalize().unwrap());
+    let common = from
+        .components()
+        .zip(path.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = std::path::PathBuf::new();
+    for _ in from.components().skip(common) {
+        rel.push("..");
+    }
+    for c in path.components().skip(common) {
+        rel.push(c);
+    }
+    rel
+}
+
+/// Runs `spec` twice with seqpipe started in `cwd`, the spec and the cache
+/// both named relative to `cwd`: the first run must succeed, the second
+/// be all cache hits.
+fn run_twice_from(cwd: &Path, spec: &Path, cache: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(cache).unwrap();
+    let (spec, cache) = (relative(cwd, spec), relative(cwd, cache));
+    assert!(spec.is_relative() && cache.is_relative());
+    for round in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seqpipe"))
+            .arg("run")
+            .arg(&spec)
+            .args(extra)
+            .arg("--quiet")
+            .arg("--cache")
+            .arg(&cache)
+            .current_dir(cwd)
+            .env_remove("SEQPIPE_CACHE")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{spec:?} from {cwd:?}: {err}");
+        let show = std::process::Command::new(env!("CARGO_BIN_EXE_seqpipe"))
+            .arg("show")
+            .arg(&spec)
+            .args(["--json", "--cache"])
+            .arg(&cache)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        let outcomes: Vec<&str> = manifest["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["outcome"].as_str().unwrap())
+            .collect();
+        if round == 1 {
+            assert!(outcomes.iter().all(|o| *o == "cached"), "{outcomes:?}");
+        } else {
+            assert!(outcomes.contains(&"ran"), "{outcomes:?}");
+        }
+    }
+}
+
+fn project_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_shell_example_runs_from_the_project_root_and_from_elsewhere() {
+    let root = project_root();
+    let spec = example("shell-stage");
+    let caches = tempfile::tempdir().unwrap();
+    // The README's command, from the project root, with a relative cache.
+    run_twice_from(&root, &spec, &caches.path().join("a"), &[]);
+    // From an unrelated folder, the spec given by a relative path.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cache = elsewhere.path().join("cache");
+    run_twice_from(elsewhere.path(), &spec, &cache, &["--set", "top.n=2"]);
+}
+
+#[test]
+fn the_python_example_runs_from_elsewhere() {
+    let root = project_root();
+    let python = root.join(".venv/bin/python");
+    let deps = std::process::Command::new(&python)
+        .args(["-c", "import torch, pyarrow, safetensors"])
+        .status();
+    if !deps.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipped: {} lacks torch, pyarrow or safetensors",
+            python.display()
+        );
+        return;
+    }
+    let spec = example("python-stage");
+    let one_epoch = [
+        "--set",
+        "my_gru.epochs=1",
+        "--set",
+        "train_gru4rec.epochs=1",
+    ];
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cache = elsewhere.path().join("cache");
+    run_twice_from(elsewhere.path(), &spec, &cache, &one_epoch);
+    let caches = tempfile::tempdir().unwrap();
+    run_twice_from(&root, &spec, &caches.path().join("c"), &one_epoch);
+}
+
+/// Infinities and date-times, which JSON lacks, and plain values beside.
+const AS_WRITTEN: &str = r#"
+[pipeline]
+name = "written"
+
+[stages.show]
+kind = "command"
+cmd = ["sh", "-c", "printf '%s\n' \"$1\" \"$2\" \"$3\" \"$SEQPIPE_PARAMS\" > \"$4\"", "sh", "{params.when}", "{params.big}", "{params.small}", "{outputs.out}"]
+outputs = { out = "file" }
+params = { when = 1979-05-27T07:32:00Z, day = 1979-05-27, big = inf, small = -inf, n = 1.5, s = "x" }
+
+[stages.shell]
+kind = "command"
+shell = true
+cmd = "echo {params.when} \"{params.big}\" > {outputs.out}"
+outputs = { out = "file" }
+params = { when = 07:32:00, big = -inf }
+"#;
+
+#[test]
+fn params_reach_the_command_as_written_and_infinities_key_apart() {
+    let (dir, _) = setup(AS_WRITTEN);
+    let d = dir.path();
+    run_ok(d, &[]);
+    let read = |stage: &str| {
+        let path = stage_record(d, stage)["artifacts"]["out"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::read_to_string(Path::new(&path).join("out")).unwrap()
+    };
+    assert_eq!(
+        read("show").lines().collect::<Vec<_>>(),
+        [
+            "1979-05-27T07:32:00Z",
+            "inf",
+            "-inf",
+            r#"{"big":Infinity,"day":"1979-05-27","n":1.5,"s":"x","small":-Infinity,"when":"1979-05-27T07:32:00Z"}"#,
+        ]
+    );
+    assert_eq!(read("shell"), "07:32:00 -inf\n");
+    // `inf` and `-inf` are different keys: the flip reruns the stage.
+    run_ok(d, &["--set", "show.big=-inf"]);
+    assert_eq!(ran(d), ["show"]);
+    run_ok(d, &[]);
+    assert!(ran(d).is_empty(), "the original is still cached");
 }
