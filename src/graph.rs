@@ -117,8 +117,10 @@ pub fn resolve(mut spec: Spec, registry: &Registry) -> Result<Plan, SpecError> {
         .collect();
     for s in &mut spec.stages {
         let kind = resolve_kind(s, registry)?;
+        check_values(s)?;
         let kind = bind(kind, s, registry)?;
         apply_shared_params(s, kind.as_ref(), &spec.shared_params, &mut shared_used);
+        // the shared values it took, checked where [pipeline.params] wrote them
         check_values(s)?;
         let params = resolve_params(s, kind.as_ref())?;
         stages.push(PlannedStage {

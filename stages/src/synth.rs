@@ -290,7 +290,11 @@ mod tests {
             // the second item of a user is a popularity draw
             if users[w - 1] == users[w + 2] {
                 let seen = *next.entry(items[w]).or_insert(items[w + 2]);
-                assert_eq!(seen, items[w + 2], "the successor two steps on is not fixed");
+                assert_eq!(
+                    seen,
+                    items[w + 2],
+                    "the successor two steps on is not fixed"
+                );
                 checked += 1;
             }
         }

@@ -42,10 +42,13 @@ fn the_quickstart_keys_are_unchanged() {
     assert_keys(&keys(&spec), QUICKSTART);
 }
 
+// Moved on purpose since first pinned: `synth` (the quickstart's log now
+// plants second-order transitions and taste: new params) and every
+// `eval_*` (evaluate VERSION 5: ties at their expected position).
 const QUICKSTART: &[(&str, &str)] = &[
     (
         "synth",
-        "690d5f74fe1a00bb723141e8290abd920fba3fb9828c98afa5162fb7441ffc4a",
+        "99d598e909340109238494d958979b16a676b5317765e41e9f37386bc28a9871",
     ),
     (
         "sequences",
@@ -70,19 +73,19 @@ const QUICKSTART: &[(&str, &str)] = &[
     // The four evaluations differ only in their (stand-in) inputs.
     (
         "eval_pop",
-        "9b0586c7e7f33915df662f66a820a89698c76ce45790e089d0250d0b1d82d5cc",
+        "bbead4850ab40faf419a9408ec4639707262e1315dbe603e546d7cefa81e2e21",
     ),
     (
         "eval_markov",
-        "9b0586c7e7f33915df662f66a820a89698c76ce45790e089d0250d0b1d82d5cc",
+        "bbead4850ab40faf419a9408ec4639707262e1315dbe603e546d7cefa81e2e21",
     ),
     (
         "eval_sasrec",
-        "9b0586c7e7f33915df662f66a820a89698c76ce45790e089d0250d0b1d82d5cc",
+        "bbead4850ab40faf419a9408ec4639707262e1315dbe603e546d7cefa81e2e21",
     ),
     (
         "eval_gru4rec",
-        "9b0586c7e7f33915df662f66a820a89698c76ce45790e089d0250d0b1d82d5cc",
+        "bbead4850ab40faf419a9408ec4639707262e1315dbe603e546d7cefa81e2e21",
     ),
     (
         "report",
