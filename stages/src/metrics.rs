@@ -47,10 +47,10 @@ pub fn summarize(ranks: &[Rank], ks: &[usize], which: &[String]) -> BTreeMap<Str
     let n = ranks.len().max(1) as f64;
     let mut out = BTreeMap::new();
     for &k in ks {
-        for name in ["hr", "ndcg", "mrr", "precision"] {
-            if which.iter().any(|w| w == name) {
-                let total: f64 = ranks.iter().map(|&r| rank_metric(name, k, r)).sum();
-                out.insert(format!("{name}@{k}"), total / n);
+        for metric in RankMetric::ALL {
+            if which.iter().any(|w| w == metric.name()) {
+                let total: f64 = ranks.iter().map(|r| r.metric(metric, k)).sum();
+                out.insert(format!("{}@{k}", metric.name()), total / n);
             }
         }
     }
@@ -62,14 +62,6 @@ pub fn summarize(ranks: &[Rank], ks: &[usize], which: &[String]) -> BTreeMap<Str
     }
     out.insert("examples".into(), ranks.len() as f64);
     out
-}
-
-/// One example's value of a rank metric (`hr`, `ndcg`, `mrr`, `precision`)
-/// at cut-off `k`: its mean over the positions the tie leaves open
-/// ([`Rank::metric`]).
-pub fn rank_metric(name: &str, k: usize, rank: Rank) -> f64 {
-    let metric = RankMetric::parse(name).unwrap_or_else(|| panic!("unknown rank metric {name:?}"));
-    rank.metric(metric, k)
 }
 
 /// The 2.5 % and 97.5 % percentile-bootstrap bounds of the mean of each
@@ -248,10 +240,10 @@ impl Accumulator {
         let mut names: Vec<String> = vec![];
         let mut getters: Vec<Getter<'_>> = vec![];
         for (i, &k) in self.ks.iter().enumerate() {
-            for name in ["hr", "ndcg", "mrr", "precision"] {
-                if has(name) {
-                    names.push(format!("{name}@{k}"));
-                    getters.push(Box::new(move |r: &Record| rank_metric(name, k, r.rank)));
+            for metric in RankMetric::ALL {
+                if has(metric.name()) {
+                    names.push(format!("{}@{k}", metric.name()));
+                    getters.push(Box::new(move |r: &Record| r.rank.metric(metric, k)));
                 }
             }
             if has("popularity") {
@@ -375,18 +367,18 @@ impl Accumulator {
 fn bucket(label: &str, ranks: &[Rank], k: usize) -> Value {
     let n = ranks.len().max(1) as f64;
     // fold from +0.0: an empty bucket reads 0, not -0
-    let mean = |name: &str| {
+    let mean = |metric: RankMetric| {
         ranks
             .iter()
-            .map(|&r| rank_metric(name, k, r))
+            .map(|r| r.metric(metric, k))
             .fold(0.0, |a, b| a + b)
             / n
     };
     json!({
         "bucket": label,
         "examples": ranks.len(),
-        format!("hr@{k}"): mean("hr"),
-        format!("ndcg@{k}"): mean("ndcg"),
+        format!("hr@{k}"): mean(RankMetric::Hr),
+        format!("ndcg@{k}"): mean(RankMetric::Ndcg),
     })
 }
 

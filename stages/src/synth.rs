@@ -145,10 +145,6 @@ impl TypedStage for Synth {
             p.min_len >= 1 && p.min_len <= p.max_len,
             "params.min_len must be between 1 and max_len"
         );
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&p.follow),
-            "params.follow must be in [0, 1]"
-        );
         self.validate(&p)
             .map_err(|e| anyhow::anyhow!("params.{e}"))?;
         let (users, items, ts) = generate(&p, ctx.seed);
@@ -189,7 +185,8 @@ pub fn generate(p: &Params, seed: u64) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
     // Taste clusters: item rank r is in cluster r % clusters, so every
     // cluster has head and tail items; each is drawn by popularity.
     let clusters = p.clusters.clamp(1, p.items) as usize;
-    let by_cluster: Vec<WeightedIndex<f64>> = (0..clusters)
+    let taste_clusters = if p.taste > 0.0 { clusters } else { 0 };
+    let by_cluster: Vec<WeightedIndex<f64>> = (0..taste_clusters)
         .map(|c| {
             let w: Vec<f64> = (0..p.items as usize)
                 .map(|r| if r % clusters == c { weights[r] } else { 0.0 })

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use arrow::array::{Array, Int64Array, StringArray};
 
-use crate::metrics::{rank_metric, Rank};
+use crate::metrics::{Rank, RankMetric};
 use crate::significance::{paired_test, PairedTest};
 use crate::table;
 
@@ -69,13 +69,11 @@ pub fn read_ranks(dir: &Path, split: &str) -> anyhow::Result<Option<SplitRanks>>
     Ok((!out.is_empty()).then_some(out))
 }
 
-/// `metric` (`ndcg@10`, `hr@5`, `mrr@20`, `precision@10`) as (name, K).
-pub fn parse_metric(metric: &str) -> Option<(&str, usize)> {
+/// `metric` (`ndcg@10`, `hr@5`, `mrr@20`, `precision@10`) as (metric, K).
+pub fn parse_metric(metric: &str) -> Option<(RankMetric, usize)> {
     let (name, k) = metric.split_once('@')?;
     let k: usize = k.parse().ok().filter(|k| *k > 0)?;
-    ["hr", "ndcg", "mrr", "precision"]
-        .contains(&name)
-        .then_some((name, k))
+    Some((RankMetric::parse(name)?, k))
 }
 
 /// `metric` of `model` against `baseline` on the examples both ranked.
@@ -86,12 +84,12 @@ pub fn compare(
     permutations: usize,
     seed: u64,
 ) -> Option<PairedTest> {
-    let (name, k) = parse_metric(metric)?;
+    let (metric, k) = parse_metric(metric)?;
     let (a, b): (Vec<f64>, Vec<f64>) = model
         .iter()
         .filter_map(|(key, &r)| {
             let rb = *baseline.get(key)?;
-            Some((rank_metric(name, k, r), rank_metric(name, k, rb)))
+            Some((r.metric(metric, k), rb.metric(metric, k)))
         })
         .unzip();
     paired_test(&a, &b, permutations, seed)
@@ -139,7 +137,7 @@ mod tests {
 
     #[test]
     fn metric_names_parse() {
-        assert_eq!(parse_metric("ndcg@10"), Some(("ndcg", 10)));
+        assert_eq!(parse_metric("ndcg@10"), Some((RankMetric::Ndcg, 10)));
         assert_eq!(parse_metric("hr@0"), None);
         assert_eq!(parse_metric("avg_pop@10"), None);
         assert_eq!(parse_metric("mrr"), None);
