@@ -88,7 +88,7 @@ impl TypedStage for Synth {
                 ParamDoc { name: "zipf", doc: "popularity exponent (0 = uniform)" },
                 ParamDoc { name: "follow", doc: "probability the next item follows the current one's successors" },
                 ParamDoc { name: "successors", doc: "successor items per item" },
-                ParamDoc { name: "second_order", doc: "probability the next item is the fixed successor of the last two items (structure a first-order Markov chain cannot see)" },
+                ParamDoc { name: "second_order", doc: "probability the next item is one of the successors of the item before the current one (structure a first-order Markov chain cannot see)" },
                 ParamDoc { name: "taste", doc: "probability the next item is drawn from the user's own taste cluster (long-range structure)" },
                 ParamDoc { name: "clusters", doc: "taste clusters the items are split into" },
             ],
